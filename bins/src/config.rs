@@ -1,0 +1,344 @@
+//! The server's configuration, loaded with figment in DESIGN.md's layers, lowest first:
+//!
+//! 1. built-in defaults (each crate's `*Config::default()`),
+//! 2. `config/dotkv.toml` (or `--config PATH`), nested by profile: `[default]`, `[sqlite]`,
+//!    `[memory]`, `[test]`; the selected profile (`--profile`, `DOTKV_PROFILE`) is layered
+//!    over `[default]`,
+//! 3. environment variables `DOTKV_*`, nested keys joined by `__`
+//!    (`DOTKV_STORAGE__BACKEND=sqlite`),
+//! 4. command-line flags.
+//!
+//! Every value is then checked; a bad one stops the server with one line naming the key.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use dotkv_storage::StorageConfig;
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::{Figment, Profile};
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// The config file used when `--config` is not given (relative to the working directory;
+/// a missing default file is not an error).
+pub const DEFAULT_CONFIG_PATH: &str = "config/dotkv.toml";
+
+/// The top-level keys, for telling `DOTKV_*` config variables from the others
+/// (`DOTKV_PROFILE`, `DOTKV_LOG`, `DOTKV_NODE`, `DOTKV_TEST_SLOW`, ...).
+const TOP_LEVEL_KEYS: [&str; 8] = [
+    "node_id", "listen", "data_dir", "seeds", "weight", "zone", "storage", "limits",
+];
+
+/// Request limits (`[limits]`). Checked before anything is stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// The longest key in bytes. Default 1024; at most 1200 (what every backend can index
+    /// with the partition and hint prefixes).
+    pub max_key_bytes: usize,
+    /// The largest value in bytes. Default 4 MiB; at most 64 MiB.
+    pub max_value_bytes: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_key_bytes: 1024,
+            max_value_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+/// Everything `dotkv-server` is configured with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// This node's id. Default: the id stored in the data dir, or a new random one on
+    /// first start. Once stored it cannot change.
+    pub node_id: Option<String>,
+    /// The address peers and clients reach this node on. Default `127.0.0.1:7001`.
+    pub listen: SocketAddr,
+    /// Where the store lives. Default `data`.
+    pub data_dir: PathBuf,
+    /// Addresses of nodes to learn the cluster from on first start. Default none.
+    #[serde(deserialize_with = "list_or_comma_separated")]
+    pub seeds: Vec<String>,
+    /// The node's capacity relative to others: it owns partitions in proportion. Default 1.
+    pub weight: u32,
+    /// The failure domain (rack, host): replicas go to distinct zones. Default `default`.
+    pub zone: String,
+    /// `[storage]`.
+    pub storage: StorageConfig,
+    /// `[limits]`.
+    pub limits: LimitsConfig,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            node_id: None,
+            listen: SocketAddr::from(([127, 0, 0, 1], 7001)),
+            data_dir: PathBuf::from("data"),
+            seeds: Vec::new(),
+            weight: 1,
+            zone: "default".into(),
+            storage: StorageConfig::default(),
+            limits: LimitsConfig::default(),
+        }
+    }
+}
+
+/// `DOTKV_SEEDS=a:1,b:2` arrives as one string; the TOML file gives a list.
+fn list_or_comma_separated<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Seeds {
+        List(Vec<String>),
+        Text(String),
+    }
+    Ok(match Seeds::deserialize(d)? {
+        Seeds::List(list) => list,
+        Seeds::Text(text) => split_list(&text),
+    })
+}
+
+/// Splits a comma-separated list, dropping blanks.
+pub fn split_list(text: &str) -> Vec<String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+impl ServerConfig {
+    /// Checks every value; the error names the key and the reason.
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(id) = &self.node_id {
+            validate_node_id(id).map_err(|reason| format!("node_id = {id:?}: {reason}"))?;
+        }
+        if self.weight == 0 || self.weight > 1000 {
+            return Err(format!(
+                "weight = {} must be between 1 and 1000",
+                self.weight
+            ));
+        }
+        if self.zone.is_empty() || self.zone.len() > 64 {
+            return Err(format!(
+                "zone = {:?} must have 1 to 64 characters",
+                self.zone
+            ));
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return Err("data_dir must not be empty".into());
+        }
+        self.storage.validate()?;
+        let limits = &self.limits;
+        if !(1..=1200).contains(&limits.max_key_bytes) {
+            return Err(format!(
+                "limits.max_key_bytes = {} must be between 1 and 1200",
+                limits.max_key_bytes
+            ));
+        }
+        if !(1..=64 << 20).contains(&limits.max_value_bytes) {
+            return Err(format!(
+                "limits.max_value_bytes = {} must be between 1 and 67108864 (64 MiB)",
+                limits.max_value_bytes
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A node id is 1 to 64 characters of `[A-Za-z0-9._-]`: it appears in keys, logs and
+/// file names.
+pub fn validate_node_id(id: &str) -> Result<(), &'static str> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if id.is_empty() || id.len() > 64 || !id.chars().all(allowed) {
+        return Err("must be 1 to 64 characters of A-Z a-z 0-9 . _ -");
+    }
+    Ok(())
+}
+
+/// The flags that override the configuration (layer 4). `None` leaves the lower layers'
+/// value.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Overrides {
+    /// `--node-id`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<String>,
+    /// `--listen`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    /// `--data-dir`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    /// `--seeds`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seeds: Option<Vec<String>>,
+    /// `--weight`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u32>,
+    /// `--zone`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
+}
+
+/// A configuration that cannot be used. Its `Display` is one line per problem, each
+/// naming the key.
+#[derive(Debug)]
+pub struct ConfigError(Vec<String>);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0.join("\n"))
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl ConfigError {
+    fn one(message: impl Into<String>) -> Self {
+        Self(vec![format!("invalid configuration: {}", message.into())])
+    }
+
+    fn from_figment(error: figment::Error) -> Self {
+        Self(
+            error
+                .into_iter()
+                .map(|e| {
+                    let key = e.path.join(".");
+                    let source = e.metadata.as_ref().map(|m| format!(" (from {})", m.name));
+                    let source = source.unwrap_or_default();
+                    if key.is_empty() {
+                        format!("invalid configuration: {}{source}", e.kind)
+                    } else {
+                        format!("invalid configuration: {key}: {}{source}", e.kind)
+                    }
+                })
+                .collect(),
+        )
+    }
+}
+
+/// Loads the configuration: `file` (else [`DEFAULT_CONFIG_PATH`] if it exists), profile
+/// `profile`, the environment, then `overrides`; and validates it.
+pub fn load(
+    file: Option<&Path>,
+    profile: &str,
+    overrides: &Overrides,
+) -> Result<ServerConfig, ConfigError> {
+    let path = match file {
+        Some(path) if !path.is_file() => {
+            return Err(ConfigError::one(format!(
+                "--config {}: no such file",
+                path.display()
+            )));
+        }
+        Some(path) => path.to_path_buf(),
+        None => PathBuf::from(DEFAULT_CONFIG_PATH),
+    };
+    let figment = Figment::from(Serialized::defaults(ServerConfig::default()))
+        .merge(Toml::file(&path).nested())
+        .merge(environment())
+        .merge(Serialized::globals(overrides));
+    let profile = Profile::from(profile);
+    let known: Vec<String> = figment.profiles().map(|p| p.as_str().to_string()).collect();
+    if profile != Profile::Default && !known.iter().any(|p| p.as_str() == profile.as_str()) {
+        return Err(ConfigError::one(format!(
+            "profile `{profile}` is not in {} (profiles there: {})",
+            path.display(),
+            known
+                .iter()
+                .filter(|p| p.as_str() != "global")
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    let config: ServerConfig = figment
+        .select(profile)
+        .extract()
+        .map_err(ConfigError::from_figment)?;
+    config.validate().map_err(ConfigError::one)?;
+    Ok(config)
+}
+
+/// `DOTKV_*` variables that name a config key, as a global layer (over every profile).
+fn environment() -> Env {
+    Env::prefixed("DOTKV_")
+        .filter(|key| {
+            let key = key.as_str().to_ascii_lowercase();
+            let top = key.split("__").next().unwrap_or_default();
+            TOP_LEVEL_KEYS.contains(&top)
+        })
+        .split("__")
+        .global()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_config(text: &str) -> tempfile::NamedTempFile {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        std::io::Write::write_all(&mut file, text.as_bytes()).unwrap();
+        file
+    }
+
+    const PROFILES: &str = r#"
+        [default]
+        storage.backend = "lmdb"
+        [sqlite]
+        storage.backend = "sqlite"
+        weight = 3
+    "#;
+
+    #[test]
+    fn profile_layers_over_default_and_flags_win() {
+        let file = write_config(PROFILES);
+        let config = load(Some(file.path()), "sqlite", &Overrides::default()).unwrap();
+        assert_eq!(config.storage.backend, dotkv_storage::StorageKind::Sqlite);
+        assert_eq!(config.weight, 3);
+        let flags = Overrides {
+            weight: Some(5),
+            ..Overrides::default()
+        };
+        assert_eq!(load(Some(file.path()), "sqlite", &flags).unwrap().weight, 5);
+        let config = load(Some(file.path()), "default", &Overrides::default()).unwrap();
+        assert_eq!(config.storage.backend, dotkv_storage::StorageKind::Lmdb);
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let file = write_config("[default]\nstorage.backend = \"rocksdb\"\n");
+        let err = load(Some(file.path()), "default", &Overrides::default()).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("storage.backend") && text.contains("sqlite"),
+            "{text}"
+        );
+
+        let file = write_config("[default]\nlimits.max_key_bytes = 0\n");
+        let err = load(Some(file.path()), "default", &Overrides::default()).unwrap_err();
+        assert!(
+            err.to_string().contains("limits.max_key_bytes = 0"),
+            "{err}"
+        );
+
+        let file = write_config("[default]\nstorage.bakend = \"lmdb\"\n");
+        let err = load(Some(file.path()), "default", &Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("bakend"), "{err}");
+
+        let file = write_config(PROFILES);
+        let err = load(Some(file.path()), "prod", &Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("profile `prod`"), "{err}");
+    }
+
+    #[test]
+    fn node_ids_are_checked() {
+        assert!(validate_node_id("n1").is_ok());
+        assert!(validate_node_id("").is_err());
+        assert!(validate_node_id("a/b").is_err());
+    }
+}

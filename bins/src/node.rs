@@ -1,0 +1,103 @@
+//! A node's life: open the store, establish the node's identity, serve until asked to
+//! stop, close the store.
+//!
+//! The network services (client and peer RPC, gossip) are not part of this build yet; a
+//! node today opens its store, keeps it open and closes it cleanly on shutdown.
+
+use std::future::Future;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use dotkv_storage::{Storage, StorageExt};
+
+use crate::config::ServerConfig;
+
+/// The meta entry that holds the node's id.
+const META_NODE_ID: &str = "node_id";
+
+/// Runs a node until `shutdown` completes, then closes its store.
+pub async fn run(
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    let store = dotkv_storage::open(&config.data_dir, &config.storage)
+        .await
+        .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
+    let result = serve(&config, &store, shutdown).await;
+    // Close whatever happened, so acknowledged writes are committed and files released.
+    let closed = store.close().await.context("closing the store");
+    tracing::info!("store closed");
+    result.and(closed)
+}
+
+async fn serve(
+    config: &ServerConfig,
+    store: &Arc<dyn Storage>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    let node_id = establish_identity(store.as_ref(), config.node_id.as_deref()).await?;
+    let objects = store.count(dotkv_storage::Keyspace::Objects, &[]).await?;
+    tracing::info!(
+        node_id,
+        backend = %store.kind(),
+        data_dir = %config.data_dir.display(),
+        objects,
+        "node ready (no network service in this build yet)"
+    );
+    shutdown.await;
+    tracing::info!(node_id, "shutting down");
+    Ok(())
+}
+
+/// The node id stored in the data dir, or `configured`, or a new random id, stored on first
+/// start. A data dir belongs to one node: starting it under another id is refused.
+pub async fn establish_identity(
+    store: &dyn Storage,
+    configured: Option<&str>,
+) -> anyhow::Result<String> {
+    let stored = store.get_meta(META_NODE_ID).await?;
+    let stored = stored
+        .map(String::from_utf8)
+        .transpose()
+        .context("the node id stored in the data dir is not UTF-8")?;
+    match (stored, configured) {
+        (Some(stored), Some(configured)) if stored != configured => bail!(
+            "this data dir belongs to node `{stored}`, not `{configured}`; \
+             start it with --node-id {stored} or use another --data-dir"
+        ),
+        (Some(stored), _) => Ok(stored),
+        (None, configured) => {
+            let id = configured.map_or_else(random_node_id, str::to_owned);
+            store
+                .put_meta(META_NODE_ID, id.clone().into_bytes())
+                .await?;
+            tracing::info!(node_id = id, "new node id stored");
+            Ok(id)
+        }
+    }
+}
+
+/// `n-` and 12 hex digits from the process's random hasher seed.
+fn random_node_id() -> String {
+    let seed = RandomState::new().hash_one((std::process::id(), std::time::SystemTime::now()));
+    format!("n-{:012x}", seed & 0xffff_ffff_ffff)
+}
+
+#[cfg(test)]
+mod tests {
+    use dotkv_storage::MemoryStorage;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn identity_is_stored_once_and_guarded() {
+        let store = MemoryStorage::new();
+        let id = establish_identity(&store, None).await.unwrap();
+        assert!(id.starts_with("n-"));
+        assert_eq!(establish_identity(&store, None).await.unwrap(), id);
+        assert_eq!(establish_identity(&store, Some(&id)).await.unwrap(), id);
+        let err = establish_identity(&store, Some("other")).await.unwrap_err();
+        assert!(err.to_string().contains("belongs to node"), "{err}");
+    }
+}

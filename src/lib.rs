@@ -1,0 +1,6 @@
+//! The `dotkv` facade package.
+//!
+//! It re-exports the workspace crates so that the cluster tests in `tests/` and the
+//! criterion benchmarks in `benches/` have one dependency to name. It has no code of its own.
+
+pub use dotkv_storage as storage;

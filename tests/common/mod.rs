@@ -1,0 +1,140 @@
+//! Shared helpers of the cluster tests: locating the built binaries and running
+//! `dotkv-server` processes that are always cleaned up.
+#![allow(dead_code, unreachable_pub)] // each test binary uses part of this module
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// The path of a binary of `dotkv-bins`.
+///
+/// `cargo test` does not rebuild another package's binaries, so the first call in a test
+/// process runs `cargo build -p dotkv-bins` (a no-op when they are up to date): a test
+/// never runs a stale server.
+pub fn binary(name: &str) -> PathBuf {
+    static BUILT: std::sync::Once = std::sync::Once::new();
+    BUILT.call_once(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--quiet", "-p", "dotkv-bins", "--bins"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "building dotkv-bins failed");
+    });
+    // Test executables live in target/<profile>/deps; binaries in target/<profile>.
+    let exe = std::env::current_exe().expect("current test executable");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>");
+    dir.join(name)
+}
+
+/// A `dotkv-server` child process. Dropping it kills the process (SIGKILL) if it still runs.
+pub struct Server {
+    child: Child,
+    stderr: mpsc::Receiver<String>,
+    /// Every stderr line read so far.
+    pub log: Vec<String>,
+}
+
+impl Server {
+    /// Starts `dotkv-server ARGS` with `envs`, from the workspace root (so that
+    /// `config/dotkv.toml` is found).
+    pub fn start(args: &[&str], envs: &[(&str, &str)]) -> Self {
+        let mut command = Command::new(binary("dotkv-server"));
+        command
+            .args(args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env_remove("RUST_LOG")
+            .env_remove("DOTKV_PROFILE")
+            .env("DOTKV_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (key, value) in envs {
+            command.env(key, value);
+        }
+        let mut child = command.spawn().expect("spawn dotkv-server");
+        let (tx, stderr) = mpsc::channel();
+        let pipe = child.stderr.take().expect("piped stderr");
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            child,
+            stderr,
+            log: Vec::new(),
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits (up to `timeout`) for a stderr line containing `needle`, and returns it.
+    pub fn wait_for_log(&mut self, needle: &str, timeout: Duration) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.checked_duration_since(Instant::now())?;
+            match self.stderr.recv_timeout(left) {
+                Ok(line) => {
+                    self.log.push(line.clone());
+                    if line.contains(needle) {
+                        return Some(line);
+                    }
+                }
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// Sends `signal` (e.g. "TERM", "STOP") to this process, by PID.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} {} failed", self.pid());
+    }
+
+    /// Waits (up to `timeout`) for the process to exit, then drains its stderr.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "dotkv-server did not exit within {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        while let Ok(line) = self.stderr.recv_timeout(Duration::from_millis(500)) {
+            self.log.push(line);
+        }
+        status
+    }
+
+    /// Everything the process wrote to stderr so far, one string.
+    pub fn log_text(&self) -> String {
+        self.log.join("\n")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
