@@ -4,3 +4,4 @@
 //! criterion benchmarks in `benches/` have one dependency to name. It has no code of its own.
 
 pub use dotkv_storage as storage;
+pub use dotkv_versioning as versioning;
