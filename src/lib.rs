@@ -3,5 +3,6 @@
 //! It re-exports the workspace crates so that the cluster tests in `tests/` and the
 //! criterion benchmarks in `benches/` have one dependency to name. It has no code of its own.
 
+pub use dotkv_ring as ring;
 pub use dotkv_storage as storage;
 pub use dotkv_versioning as versioning;
