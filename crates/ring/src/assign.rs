@@ -1,4 +1,4 @@
-//! The assignment: targets, integer quotas, priced rendezvous selection, repair.
+//! The assignment: targets, load bounds, priced rendezvous selection, repair.
 //!
 //! See the crate docs for why. Steps:
 //!
@@ -6,14 +6,14 @@
 //!    capped at `Q` (one replica per partition), by water-filling. Under the zone rule the
 //!    shares are filled per zone first (a zone can hold at most `Q`), then per node inside
 //!    each zone.
-//! 2. **Quotas**: the targets rounded to integers by largest remainder (ties to the lower
-//!    index), so that they sum to exactly `Q × r`.
+//! 2. **Bounds**: each node's load may be within `max(1, 5%)` of its target.
 //! 3. **Prices**: each partition takes the `r` nodes with the highest
 //!    `score(node, partition) + price(node)` (at most one per zone under the zone rule).
-//!    Prices start at 0; each round moves a node's price in proportion to its quota minus
-//!    its load. Integer arithmetic throughout.
-//! 4. **Repair**: while a node is above quota and another below, move one replica between
-//!    them, on the partition where it costs the least score.
+//!    Prices start at 0; each round moves the price of each node outside its bounds in
+//!    proportion to how far outside it is, until every load is in bounds. Integer
+//!    arithmetic throughout.
+//! 4. **Repair**: should the rounds run out, move single replicas from nodes above their
+//!    bounds to nodes below, on the partitions where it costs the least score.
 
 use crate::hash::{member_seed, score};
 use crate::{Member, NodeIndex};
@@ -103,48 +103,6 @@ pub(crate) fn targets(members: &[Member], replicas: usize, partitions: usize) ->
         let w: Vec<f64> = inside.iter().map(|&i| weights[i]).collect();
         for (&i, share) in inside.iter().zip(water_fill(&w, zone_target, q)) {
             out[i] = share;
-        }
-    }
-    out
-}
-
-/// Rounds `shares` to integers summing to `total`: floors, then one more for the largest
-/// fractional parts (ties to the lower index).
-fn largest_remainder(shares: &[f64], total: usize) -> Vec<usize> {
-    let mut out: Vec<usize> = shares.iter().map(|s| s.floor() as usize).collect();
-    let mut rest: Vec<usize> = (0..shares.len()).collect();
-    rest.sort_by(|&a, &b| {
-        let (fa, fb) = (shares[a] - shares[a].floor(), shares[b] - shares[b].floor());
-        fb.total_cmp(&fa).then(a.cmp(&b))
-    });
-    let missing = total.saturating_sub(out.iter().sum());
-    for &i in rest.iter().take(missing) {
-        out[i] += 1;
-    }
-    out
-}
-
-/// Integer quotas that sum to `partitions × replicas`, with zone totals at most `Q`.
-fn quotas(members: &[Member], replicas: usize, partitions: usize) -> Vec<usize> {
-    let shares = targets(members, replicas, partitions);
-    let zones = Zones::new(members, replicas);
-    let total = partitions * replicas;
-    if !zones.rule {
-        return largest_remainder(&shares, total);
-    }
-    let mut zone_shares = vec![0.0; zones.count];
-    for (i, s) in shares.iter().enumerate() {
-        zone_shares[zones.of[i]] += s;
-    }
-    let zone_quotas = largest_remainder(&zone_shares, total);
-    let mut out = vec![0; members.len()];
-    for (zone, &zone_quota) in zone_quotas.iter().enumerate() {
-        let inside: Vec<usize> = (0..members.len())
-            .filter(|&i| zones.of[i] == zone)
-            .collect();
-        let s: Vec<f64> = inside.iter().map(|&i| shares[i]).collect();
-        for (&i, quota) in inside.iter().zip(largest_remainder(&s, zone_quota)) {
-            out[i] = quota;
         }
     }
     out
@@ -292,7 +250,6 @@ fn bounds(targets: &[f64]) -> (Vec<usize>, Vec<usize>) {
 pub(crate) fn assign(members: &[Member], replicas: usize, partitions: usize) -> Vec<NodeIndex> {
     let n = members.len();
     let zones = Zones::new(members, replicas);
-    let quotas = quotas(members, replicas, partitions);
     let seeds: Vec<u64> = members.iter().map(|m| member_seed(&m.id)).collect();
     let mut scores = Vec::with_capacity(partitions * n);
     for p in 0..partitions {
@@ -319,7 +276,15 @@ pub(crate) fn assign(members: &[Member], replicas: usize, partitions: usize) -> 
             break;
         }
         for node in 0..n {
-            let error = quotas[node] as i64 - loads[node] as i64;
+            // Only a node outside its bounds changes price, so nodes inside keep their
+            // plain rendezvous choices and a join disturbs them as little as it can.
+            let error = if loads[node] > high[node] {
+                high[node] as i64 - loads[node] as i64
+            } else if loads[node] < low[node] {
+                low[node] as i64 - loads[node] as i64
+            } else {
+                0
+            };
             a.prices[node] = a.prices[node].saturating_add(error.saturating_mul(unit));
         }
         loads = a.select();

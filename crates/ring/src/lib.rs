@@ -29,12 +29,12 @@
 //! nodes that learned members differently would not share. dotkv keeps rendezvous ranking
 //! and adds one *price* per node, found by a deterministic integer iteration: each
 //! partition takes the `N` nodes with the best `score(node, partition) + price(node)`
-//! (respecting zones), and prices rise for nodes below their quota and fall for nodes
-//! above it until every node holds its quota. A join barely changes the prices of the old
-//! nodes — the hash scores that decide who wins a partition are the same — so the
-//! replicas that move are essentially those the new node wins. A final repair pass moves
-//! single replicas from nodes above quota to nodes below it, should the iteration stop
-//! short. Scores and prices are integers and the targets use only exactly rounded IEEE
+//! (respecting zones), and the price of a node rises while it holds fewer replicas than
+//! its balance bound allows and falls while it holds more; nodes within their bounds keep
+//! their price. The hash scores that decide who wins a partition do not change when a node
+//! joins, so most of what moves is what the new node wins. A final repair pass moves
+//! single replicas from nodes above their bounds to nodes below, should the iteration
+//! stop short. Scores and prices are integers and the targets use only exactly rounded IEEE
 //! operations, so no two platforms can disagree on a ring.
 //!
 //! # Laws (checked by the property tests)
