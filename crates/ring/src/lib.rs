@@ -95,6 +95,32 @@ pub enum Error {
 /// A result of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Ring settings (`[ring]` in the configuration).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RingConfig {
+    /// Q: the number of partitions, a power of two from 8 to 65536, fixed when the
+    /// cluster is created. Default 256.
+    pub partitions: u32,
+}
+
+impl Default for RingConfig {
+    fn default() -> Self {
+        Self { partitions: 256 }
+    }
+}
+
+impl RingConfig {
+    /// Checks the values, naming the offending key.
+    pub fn validate(&self) -> Result<(), String> {
+        let q = self.partitions;
+        if !q.is_power_of_two() || !(MIN_PARTITIONS..=MAX_PARTITIONS).contains(&q) {
+            return Err(Error::InvalidPartitions(q).to_string());
+        }
+        Ok(())
+    }
+}
+
 /// A node as the ring sees it: the members that own partitions.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Member {

@@ -1,0 +1,181 @@
+//! The membership driver: the gossip loop of one node, its persisted view, its ring.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use dotkv_membership::{
+    ClusterState, GossipRequest, GossipResponse, Gossiper, MemberView, MembershipConfig, NodeState,
+    RingParams,
+};
+use dotkv_ring::Ring;
+use dotkv_storage::{Storage, StorageExt};
+
+use crate::Transport;
+
+/// The meta entry holding the persisted cluster view (postcard-encoded [`ClusterState`]).
+pub const META_CLUSTER_STATE: &str = "cluster_state";
+
+/// What a node brings to the cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    /// This node's id.
+    pub node_id: String,
+    /// This node's entry: address, weight, zone (incarnation and heartbeat are managed).
+    pub entry: NodeState,
+    /// Seed addresses (this node's own address is ignored).
+    pub seeds: Vec<String>,
+    /// Gossip and failure detection.
+    pub config: MembershipConfig,
+    /// The ring's shape.
+    pub params: RingParams,
+}
+
+/// A node's membership, shared by the gossip loop and the RPC handlers (handle pattern).
+#[derive(Debug, Clone)]
+pub struct Cluster(Arc<ClusterInner>);
+
+#[derive(Debug)]
+struct ClusterInner {
+    /// The state machine. A std mutex: it is held only for pure, short calls, never
+    /// across an `.await`.
+    gossiper: Mutex<Gossiper>,
+    /// The origin of the gossip clock.
+    epoch: Instant,
+    store: Arc<dyn Storage>,
+    transport: Arc<dyn Transport>,
+    interval: Duration,
+}
+
+impl Cluster {
+    /// Loads the persisted view from `store` (if any) and sets up the membership. A node
+    /// with a persisted view needs no seeds.
+    ///
+    /// # Errors
+    ///
+    /// A storage error, or an undecodable persisted view.
+    pub async fn start(
+        options: ClusterOptions,
+        store: Arc<dyn Storage>,
+        transport: Arc<dyn Transport>,
+    ) -> Result<Self, dotkv_storage::Error> {
+        let persisted = match store.get_meta(META_CLUSTER_STATE).await? {
+            Some(bytes) => match postcard::from_bytes::<ClusterState>(&bytes) {
+                Ok(state) => Some(state),
+                Err(error) => {
+                    tracing::warn!(%error, "the persisted cluster view does not decode; starting from the seeds");
+                    None
+                }
+            },
+            None => None,
+        };
+        let own_addr = options.entry.addr.clone();
+        let seeds = options
+            .seeds
+            .into_iter()
+            .filter(|seed| *seed != own_addr)
+            .collect();
+        let interval = Duration::from_millis(options.config.gossip_interval_ms);
+        let gossiper = Gossiper::new(
+            options.node_id,
+            options.entry,
+            persisted,
+            seeds,
+            options.config,
+            options.params,
+            Duration::ZERO,
+        );
+        let cluster = Self(Arc::new(ClusterInner {
+            gossiper: Mutex::new(gossiper),
+            epoch: Instant::now(),
+            store,
+            transport,
+            interval,
+        }));
+        cluster.persist_if_changed().await;
+        Ok(cluster)
+    }
+
+    fn now(&self) -> Duration {
+        self.0.epoch.elapsed()
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut Gossiper) -> R) -> R {
+        f(&mut self
+            .0
+            .gossiper
+            .lock()
+            .expect("gossiper mutex poisoned: a panic in membership code"))
+    }
+
+    /// Answers a peer's gossip request.
+    pub fn handle_gossip(&self, request: GossipRequest) -> GossipResponse {
+        let now = self.now();
+        self.with(|g| g.handle(request, now))
+    }
+
+    /// Every member with its liveness, as this node sees it.
+    pub fn members(&self) -> Vec<MemberView> {
+        let now = self.now();
+        self.with(|g| g.members(now))
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> String {
+        self.with(|g| g.id().to_owned())
+    }
+
+    /// The ring of the current view.
+    pub fn ring(&self) -> Option<Ring> {
+        self.with(|g| g.ring().cloned())
+    }
+
+    /// One gossip exchange with one peer.
+    pub async fn gossip_round(&self) {
+        let now = self.now();
+        let Some((addr, syn)) = self.with(|g| g.tick(now)) else {
+            return;
+        };
+        let ack = match self.0.transport.gossip(&addr, syn).await {
+            Ok(ack) => ack,
+            Err(error) => {
+                tracing::debug!(%error, "gossip failed");
+                return;
+            }
+        };
+        let now = self.now();
+        if let Some(ack2) = self.with(|g| g.handle_ack(ack, now)) {
+            if let Err(error) = self.0.transport.gossip(&addr, ack2).await {
+                tracing::debug!(%error, "gossip ack2 failed");
+            }
+        }
+        self.persist_if_changed().await;
+    }
+
+    /// Writes the view to the store when it changed, so a restart resumes from it.
+    async fn persist_if_changed(&self) {
+        let Some(bytes) = self.with(|g| {
+            g.take_changed()
+                .then(|| postcard::to_allocvec(g.state()).expect("encoding into a Vec"))
+        }) else {
+            return;
+        };
+        if let Err(error) = self.0.store.put_meta(META_CLUSTER_STATE, bytes).await {
+            tracing::warn!(%error, "cannot persist the cluster view");
+        }
+    }
+
+    /// Gossips every interval until `shutdown` completes, then persists the view.
+    pub async fn run(&self, shutdown: impl Future<Output = ()> + Send) {
+        let mut ticker = tokio::time::interval(self.0.interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                _ = ticker.tick() => self.gossip_round().await,
+            }
+        }
+        self.persist_if_changed().await;
+    }
+}

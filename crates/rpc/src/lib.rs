@@ -1,0 +1,24 @@
+//! dotkv's wire: one tarpc service over TCP, the [`Transport`] implementation that the
+//! replication layer calls peers through, and the Rust client.
+//!
+//! Frames are length-delimited bincode; a frame longer than `max_frame_bytes` is refused
+//! by the codec before its body is allocated. Each peer gets one long-lived, multiplexed
+//! connection, replaced after a failure; every call carries a deadline.
+//!
+//! One service carries both the client calls (`status`, `ring`) and the peer calls
+//! (`gossip`): tarpc serves one service per connection, and one listening address per
+//! node keeps operations simple. (DESIGN.md names two services; they share this one
+//! until the request path adds enough calls to split them.)
+#![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
+#![deny(rustdoc::broken_intra_doc_links)]
+
+mod client;
+mod server;
+mod service;
+
+pub use client::{Client, RpcError, TarpcTransport};
+pub use server::serve;
+pub use service::{NodeView, PartitionView, RingReply, StatusReply};
+
+/// The default largest frame: a 4 MiB value with room for its envelope.
+pub const DEFAULT_MAX_FRAME_BYTES: usize = 8 << 20;

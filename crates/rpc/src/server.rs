@@ -1,0 +1,128 @@
+//! Serving the node's service on a TCP listener.
+
+use std::future::Future;
+
+use dotkv_membership::{GossipRequest, GossipResponse};
+use dotkv_replication::Cluster;
+use futures::StreamExt;
+use tarpc::context::Context;
+use tarpc::server::{BaseChannel, Channel};
+use tarpc::tokio_serde::formats::Bincode;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::codec::{Framed, LengthDelimitedCodec};
+
+use crate::service::{Node, NodeView, PartitionView, RingReply, StatusReply};
+
+/// The handlers: thin adapters into the replication layer.
+#[derive(Debug, Clone)]
+struct NodeServer {
+    cluster: Cluster,
+}
+
+impl Node for NodeServer {
+    async fn gossip(self, _: Context, request: GossipRequest) -> GossipResponse {
+        self.cluster.handle_gossip(request)
+    }
+
+    async fn status(self, _: Context) -> StatusReply {
+        let ring = self.cluster.ring();
+        let loads = ring.as_ref().map(|r| r.loads()).unwrap_or_default();
+        let nodes = self
+            .cluster
+            .members()
+            .into_iter()
+            .map(|m| {
+                let partitions = ring
+                    .as_ref()
+                    .and_then(|r| r.index_of(&m.id))
+                    .map_or(0, |i| loads[usize::from(i)]);
+                NodeView {
+                    status: if m.down {
+                        "down".into()
+                    } else {
+                        m.state.status.to_string()
+                    },
+                    id: m.id,
+                    addr: m.state.addr,
+                    weight: m.state.weight,
+                    zone: m.state.zone,
+                    partitions,
+                }
+            })
+            .collect();
+        StatusReply { nodes }
+    }
+
+    async fn ring(self, _: Context) -> RingReply {
+        let Some(ring) = self.cluster.ring() else {
+            return RingReply {
+                version: 0,
+                digest: String::new(),
+                partitions: vec![],
+            };
+        };
+        let partitions = (0..ring.partitions())
+            .map(|id| PartitionView {
+                id,
+                nodes: ring
+                    .preference_list(id)
+                    .iter()
+                    .map(|&i| ring.member(i).id.clone())
+                    .collect(),
+            })
+            .collect();
+        RingReply {
+            version: ring.version(),
+            digest: format!("{:016x}", ring.digest()),
+            partitions,
+        }
+    }
+}
+
+/// Length-delimited bincode framing with a frame limit.
+pub(crate) fn framed(
+    stream: TcpStream,
+    max_frame_bytes: usize,
+) -> Framed<TcpStream, LengthDelimitedCodec> {
+    let codec = LengthDelimitedCodec::builder()
+        .max_frame_length(max_frame_bytes)
+        .new_codec();
+    Framed::new(stream, codec)
+}
+
+/// Serves `cluster` on `listener` until `shutdown` completes. Each connection is one
+/// multiplexed tarpc channel; each request runs in its own task.
+pub async fn serve(
+    listener: TcpListener,
+    cluster: Cluster,
+    max_frame_bytes: usize,
+    shutdown: impl Future<Output = ()> + Send,
+) {
+    let server = NodeServer { cluster };
+    tokio::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            _ = &mut shutdown => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    tracing::warn!(%error, "accept failed");
+                    continue;
+                }
+            },
+        };
+        // Small RPCs: do not wait to fill a packet.
+        let _ = stream.set_nodelay(true);
+        let transport =
+            tarpc::serde_transport::new(framed(stream, max_frame_bytes), Bincode::default());
+        let channel = BaseChannel::with_defaults(transport);
+        let server = server.clone();
+        tokio::spawn(
+            channel
+                .execute(server.serve())
+                .for_each(|response| async move {
+                    tokio::spawn(response);
+                }),
+        );
+    }
+}

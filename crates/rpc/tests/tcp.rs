@@ -1,0 +1,92 @@
+//! The tarpc service and transport over real TCP on 127.0.0.1:0: two nodes learn each
+//! other through `TarpcTransport`, and the client reads status and ring.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dotkv_membership::{MembershipConfig, NodeState, NodeStatus, RingParams};
+use dotkv_replication::{Cluster, ClusterOptions, Transport};
+use dotkv_rpc::{Client, TarpcTransport};
+use dotkv_storage::MemoryStorage;
+
+async fn node(id: &str, seeds: Vec<String>) -> (Cluster, String, tokio::sync::oneshot::Sender<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let entry = NodeState {
+        incarnation: 1,
+        heartbeat: 0,
+        addr: addr.clone(),
+        status: NodeStatus::Up,
+        weight: 1,
+        zone: "z".into(),
+    };
+    let options = ClusterOptions {
+        node_id: id.into(),
+        entry,
+        seeds,
+        config: MembershipConfig::default(),
+        params: RingParams {
+            replicas: 2,
+            partitions: 16,
+        },
+    };
+    let transport: Arc<dyn Transport> =
+        Arc::new(TarpcTransport::new(Duration::from_secs(2), 1 << 20));
+    let cluster = Cluster::start(options, Arc::new(MemoryStorage::new()), transport)
+        .await
+        .unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(dotkv_rpc::serve(
+        listener,
+        cluster.clone(),
+        1 << 20,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    (cluster, addr, stop)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_gossip_over_tcp_and_answer_clients() {
+    let (a, a_addr, stop_a) = node("a", vec![]).await;
+    let (b, b_addr, stop_b) = node("b", vec![a_addr.clone()]).await;
+    // b's first round goes to its unmet seed, a; one exchange is enough for both views.
+    b.gossip_round().await;
+    assert_eq!(a.members().len(), 2);
+    assert_eq!(b.members().len(), 2);
+
+    let client = Client::connect(&a_addr, Duration::from_secs(2))
+        .await
+        .unwrap();
+    let status = client.status().await.unwrap();
+    let ids: Vec<&str> = status.nodes.iter().map(|n| n.id.as_str()).collect();
+    assert_eq!(ids, ["a", "b"]);
+    assert!(
+        status
+            .nodes
+            .iter()
+            .all(|n| n.status == "up" && n.partitions == 16)
+    );
+    let ring = client.ring().await.unwrap();
+    assert_eq!(ring.partitions.len(), 16);
+    let other = Client::connect(&b_addr, Duration::from_secs(2))
+        .await
+        .unwrap();
+    assert_eq!(
+        other.ring().await.unwrap().digest,
+        ring.digest,
+        "both nodes compute one ring"
+    );
+
+    // A node that is gone: the client gets a clear error, not a hang.
+    drop(stop_a);
+    drop(stop_b);
+    let err = Client::connect("127.0.0.1:1", Duration::from_secs(2))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("cannot reach 127.0.0.1:1"),
+        "{err}"
+    );
+}
