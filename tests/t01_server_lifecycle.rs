@@ -13,7 +13,8 @@ const START: Duration = Duration::from_secs(30);
 
 fn start(profile: &str, dir: &Path, extra: &[&str]) -> Server {
     let dir = dir.to_str().unwrap();
-    let mut args = vec!["--profile", profile, "--data-dir", dir];
+    let listen = format!("127.0.0.1:{}", common::free_port());
+    let mut args = vec!["--profile", profile, "--data-dir", dir, "--listen", &listen];
     args.extend_from_slice(extra);
     Server::start(&args, &[])
 }
@@ -91,7 +92,8 @@ async fn default_profile_creates_and_reopens_an_lmdb_store() {
 fn refused(args: &[&str], envs: &[(&str, &str)], needles: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("node");
-    let mut all = vec!["--data-dir", data.to_str().unwrap()];
+    let listen = format!("127.0.0.1:{}", common::free_port());
+    let mut all = vec!["--data-dir", data.to_str().unwrap(), "--listen", &listen];
     all.extend_from_slice(args);
     let mut server = Server::start(&all, envs);
     let status = server.wait_exit(START);

@@ -14,6 +14,9 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use dotkv_membership::MembershipConfig;
+use dotkv_replication::ReplicationConfig;
+use dotkv_ring::RingConfig;
 use dotkv_storage::StorageConfig;
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::{Figment, Profile};
@@ -50,7 +53,7 @@ impl Default for LimitsConfig {
 }
 
 /// Everything `dotkv-server` is configured with.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
     /// This node's id. Default: the id stored in the data dir, or a new random one on
@@ -71,6 +74,12 @@ pub struct ServerConfig {
     pub storage: StorageConfig,
     /// `[limits]`.
     pub limits: LimitsConfig,
+    /// `[ring]`.
+    pub ring: RingConfig,
+    /// `[replication]`.
+    pub replication: ReplicationConfig,
+    /// `[membership]`.
+    pub membership: MembershipConfig,
 }
 
 impl Default for ServerConfig {
@@ -84,6 +93,9 @@ impl Default for ServerConfig {
             zone: "default".into(),
             storage: StorageConfig::default(),
             limits: LimitsConfig::default(),
+            ring: RingConfig::default(),
+            replication: ReplicationConfig::default(),
+            membership: MembershipConfig::default(),
         }
     }
 }
@@ -133,6 +145,9 @@ impl ServerConfig {
             return Err("data_dir must not be empty".into());
         }
         self.storage.validate()?;
+        self.ring.validate()?;
+        self.replication.validate()?;
+        self.membership.validate()?;
         let limits = &self.limits;
         if !(1..=1200).contains(&limits.max_key_bytes) {
             return Err(format!(

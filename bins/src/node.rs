@@ -1,14 +1,19 @@
 //! A node's life: open the store, establish the node's identity, serve until asked to
 //! stop, close the store.
 //!
-//! The network services (client and peer RPC, gossip) are not part of this build yet; a
-//! node today opens its store, keeps it open and closes it cleanly on shutdown.
+//! A node today serves membership: it gossips with its peers, detects failures, keeps
+//! the ring, and answers `status` and `ring`. The key-value request path comes next.
 
 use std::future::Future;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use anyhow::{Context, bail};
+use dotkv_membership::{NodeState, NodeStatus, RingParams};
+use dotkv_replication::{Cluster, ClusterOptions};
+use dotkv_rpc::TarpcTransport;
 use dotkv_storage::{Storage, StorageExt};
 
 use crate::config::ServerConfig;
@@ -37,16 +42,64 @@ async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     let node_id = establish_identity(store.as_ref(), config.node_id.as_deref()).await?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (listen)", config.listen))?;
+    let addr = listener.local_addr()?.to_string();
+    let transport = Arc::new(TarpcTransport::new(
+        Duration::from_millis(config.replication.peer_timeout_ms),
+        config.replication.max_frame_bytes,
+    ));
+    let entry = NodeState {
+        incarnation: 1,
+        heartbeat: 0,
+        addr: addr.clone(),
+        status: NodeStatus::Up,
+        weight: config.weight,
+        zone: config.zone.clone(),
+    };
+    let options = ClusterOptions {
+        node_id: node_id.clone(),
+        entry,
+        seeds: config.seeds.clone(),
+        config: config.membership.clone(),
+        params: RingParams {
+            replicas: config.replication.n,
+            partitions: config.ring.partitions,
+        },
+    };
+    let cluster = Cluster::start(options, Arc::clone(store), transport).await?;
     let objects = store.count(dotkv_storage::Keyspace::Objects, &[]).await?;
     tracing::info!(
         node_id,
+        listen = addr,
         backend = %store.kind(),
         data_dir = %config.data_dir.display(),
         objects,
-        "node ready (no network service in this build yet)"
+        members = cluster.members().len(),
+        "node ready"
     );
+    // One signal fans out to the RPC server and the gossip loop.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let rpc = tokio::spawn(dotkv_rpc::serve(
+        listener,
+        cluster.clone(),
+        config.replication.max_frame_bytes,
+        wait(stopped.clone()),
+    ));
+    let gossip = {
+        let cluster = cluster.clone();
+        let stopped = wait(stopped);
+        tokio::spawn(async move { cluster.run(stopped).await })
+    };
     shutdown.await;
     tracing::info!(node_id, "shutting down");
+    let _ = stop.send(true);
+    rpc.await.context("the RPC server task failed")?;
+    gossip.await.context("the gossip task failed")?;
     Ok(())
 }
 

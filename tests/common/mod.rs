@@ -33,6 +33,39 @@ pub fn binary(name: &str) -> PathBuf {
     dir.join(name)
 }
 
+/// A free loopback port (bound once, then released for the server to take).
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    listener.local_addr().expect("local addr").port()
+}
+
+/// Runs `dotkv --node ADDR --json ARGS` and parses its output.
+pub fn client_json(addr: &str, args: &[&str]) -> serde_json::Value {
+    let output = Command::new(binary("dotkv"))
+        .args(["--node", addr, "--json", "--timeout", "2000"])
+        .args(args)
+        .output()
+        .expect("run dotkv");
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "dotkv {args:?} printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&output.stdout)
+        )
+    })
+}
+
+/// Polls `check` every 200 ms until it holds or `timeout` passes; returns whether it held.
+pub fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    check()
+}
+
 /// A `dotkv-server` child process. Dropping it kills the process (SIGKILL) if it still runs.
 pub struct Server {
     child: Child,

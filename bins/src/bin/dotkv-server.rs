@@ -49,7 +49,8 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    dotkv_bins::logging::init("info");
+    // tarpc logs every closed connection at INFO; keep that for RUST_LOG=tarpc=info.
+    dotkv_bins::logging::init("info,tarpc=warn");
     let overrides = Overrides {
         node_id: args.node_id,
         listen: args.listen,

@@ -1,8 +1,10 @@
 //! `dotkv`: the dotkv client CLI.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use dotkv_rpc::{Client, RpcError};
 
 /// The dotkv client: read and write keys, inspect the cluster, generate load.
 ///
@@ -106,20 +108,113 @@ impl Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     dotkv_bins::logging::init("warn");
-    // The server has no network service in this build yet, so every command reports that
-    // the node cannot be reached, in the contract's error shape.
-    let message = format!(
-        "cannot run `{}` against {}: this build of dotkv-server has no client service yet",
-        cli.command.name(),
-        cli.node
-    );
-    if cli.json {
-        println!(
-            "{}",
-            serde_json::json!({ "error": message, "kind": "unavailable" })
-        );
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            return fail(
+                cli.json,
+                &format!("cannot start the async runtime: {error}"),
+                "internal",
+            );
+        }
+    };
+    match runtime.block_on(run(&cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err((message, kind)) => fail(cli.json, &message, kind),
+    }
+}
+
+/// Prints an error in the contract's shape and returns the failing exit code.
+fn fail(json: bool, message: &str, kind: &str) -> ExitCode {
+    if json {
+        println!("{}", serde_json::json!({ "error": message, "kind": kind }));
     } else {
-        eprintln!("{message}");
+        eprintln!("dotkv: {message}");
     }
     ExitCode::FAILURE
+}
+
+/// Writes `text` (plus a newline if it lacks one) to stdout. A closed pipe (`| head`) is
+/// not an error worth a panic: the reader has what it wanted.
+fn print_out(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let newline = if text.ends_with('\n') { "" } else { "\n" };
+    let _ = out
+        .write_all(text.as_bytes())
+        .and_then(|()| out.write_all(newline.as_bytes()));
+}
+
+type CliResult = Result<(), (String, &'static str)>;
+
+fn rpc_error(error: RpcError) -> (String, &'static str) {
+    let kind = match error {
+        RpcError::Timeout { .. } => "timeout",
+        _ => "unavailable",
+    };
+    (error.to_string(), kind)
+}
+
+async fn run(cli: &Cli) -> CliResult {
+    let timeout = Duration::from_millis(cli.timeout);
+    match &cli.command {
+        Command::Status => {
+            let client = Client::connect(&cli.node, timeout)
+                .await
+                .map_err(rpc_error)?;
+            let status = client.status().await.map_err(rpc_error)?;
+            let text = if cli.json {
+                serde_json::to_string(&status).expect("plain data encodes")
+            } else {
+                let row = |c: [&str; 6]| {
+                    format!(
+                        "{:<20} {:<22} {:<8} {:>6} {:<12} {:>10}\n",
+                        c[0], c[1], c[2], c[3], c[4], c[5]
+                    )
+                };
+                let mut text = row(["ID", "ADDR", "STATUS", "WEIGHT", "ZONE", "PARTITIONS"]);
+                for n in &status.nodes {
+                    let (weight, partitions) = (n.weight.to_string(), n.partitions.to_string());
+                    text += &row([&n.id, &n.addr, &n.status, &weight, &n.zone, &partitions]);
+                }
+                text
+            };
+            print_out(&text);
+            Ok(())
+        }
+        Command::Ring => {
+            let client = Client::connect(&cli.node, timeout)
+                .await
+                .map_err(rpc_error)?;
+            let ring = client.ring().await.map_err(rpc_error)?;
+            let text = if cli.json {
+                serde_json::to_string(&ring).expect("plain data encodes")
+            } else {
+                let mut text = format!(
+                    "ring version {} digest {} ({} partitions)\n",
+                    ring.version,
+                    ring.digest,
+                    ring.partitions.len()
+                );
+                for p in &ring.partitions {
+                    text += &format!("{:>6}  {}\n", p.id, p.nodes.join(" "));
+                }
+                text
+            };
+            print_out(&text);
+            Ok(())
+        }
+        // The key-value request path is the next piece of work; until it lands these
+        // commands say so instead of pretending.
+        other => Err((
+            format!(
+                "`{}` is not served by this build of dotkv-server yet (the request path is not in it)",
+                other.name()
+            ),
+            "unavailable",
+        )),
+    }
 }
