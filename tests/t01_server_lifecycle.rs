@@ -125,6 +125,21 @@ fn other_invalid_values_name_their_key() {
         &["limits.max_value_bytes"],
     );
     refused(&[], &[("DOTKV_STORAGE__SYNC", "maybe")], &["storage.sync"]);
+    refused(
+        &[],
+        &[("DOTKV_RING__PARTITIONS", "100")],
+        &["ring.partitions = 100"],
+    );
+    refused(
+        &[],
+        &[("DOTKV_RPC__MAX_FRAME_BYTES", "10")],
+        &["rpc.max_frame_bytes = 10"],
+    );
+    refused(
+        &[],
+        &[("DOTKV_MEMBERSHIP__PHI_WINDOW", "1")],
+        &["membership.phi_window = 1"],
+    );
     refused(&["--node-id", "a/b"], &[], &["node_id"]);
     refused(&["--profile", "nosuch"], &[], &["profile `nosuch`"]);
     refused(&["--config", "/nonexistent/dotkv.toml"], &[], &["--config"]);

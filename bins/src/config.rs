@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use dotkv_membership::MembershipConfig;
 use dotkv_replication::ReplicationConfig;
 use dotkv_ring::RingConfig;
+use dotkv_rpc::RpcConfig;
 use dotkv_storage::StorageConfig;
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::{Figment, Profile};
@@ -25,12 +26,6 @@ use serde::{Deserialize, Deserializer, Serialize};
 /// The config file used when `--config` is not given (relative to the working directory;
 /// a missing default file is not an error).
 pub const DEFAULT_CONFIG_PATH: &str = "config/dotkv.toml";
-
-/// The top-level keys, for telling `DOTKV_*` config variables from the others
-/// (`DOTKV_PROFILE`, `DOTKV_LOG`, `DOTKV_NODE`, `DOTKV_TEST_SLOW`, ...).
-const TOP_LEVEL_KEYS: [&str; 8] = [
-    "node_id", "listen", "data_dir", "seeds", "weight", "zone", "storage", "limits",
-];
 
 /// Request limits (`[limits]`). Checked before anything is stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,6 +75,8 @@ pub struct ServerConfig {
     pub replication: ReplicationConfig,
     /// `[membership]`.
     pub membership: MembershipConfig,
+    /// `[rpc]`.
+    pub rpc: RpcConfig,
 }
 
 impl Default for ServerConfig {
@@ -96,6 +93,7 @@ impl Default for ServerConfig {
             ring: RingConfig::default(),
             replication: ReplicationConfig::default(),
             membership: MembershipConfig::default(),
+            rpc: RpcConfig::default(),
         }
     }
 }
@@ -148,6 +146,7 @@ impl ServerConfig {
         self.ring.validate()?;
         self.replication.validate()?;
         self.membership.validate()?;
+        self.rpc.validate()?;
         let limits = &self.limits;
         if !(1..=1200).contains(&limits.max_key_bytes) {
             return Err(format!(
@@ -280,12 +279,21 @@ pub fn load(
 }
 
 /// `DOTKV_*` variables that name a config key, as a global layer (over every profile).
+///
+/// A variable names a config key when its first segment is a top-level key of
+/// [`ServerConfig`] (taken from the type itself, so a new section needs no list to be
+/// kept up to date); the others (`DOTKV_PROFILE`, `DOTKV_LOG`, `DOTKV_NODE`,
+/// `DOTKV_TEST_SLOW`, ...) are not configuration.
 fn environment() -> Env {
+    let top_level: Vec<String> = match serde_json::to_value(ServerConfig::default()) {
+        Ok(serde_json::Value::Object(fields)) => fields.keys().cloned().collect(),
+        _ => Vec::new(),
+    };
     Env::prefixed("DOTKV_")
-        .filter(|key| {
+        .filter(move |key| {
             let key = key.as_str().to_ascii_lowercase();
             let top = key.split("__").next().unwrap_or_default();
-            TOP_LEVEL_KEYS.contains(&top)
+            top_level.iter().any(|k| k == top)
         })
         .split("__")
         .global()

@@ -47,8 +47,8 @@ async fn serve(
         .with_context(|| format!("cannot listen on {} (listen)", config.listen))?;
     let addr = listener.local_addr()?.to_string();
     let transport = Arc::new(TarpcTransport::new(
-        Duration::from_millis(config.replication.peer_timeout_ms),
-        config.replication.max_frame_bytes,
+        Duration::from_millis(config.rpc.peer_timeout_ms),
+        config.rpc.max_frame_bytes,
     ));
     let entry = NodeState {
         incarnation: 1,
@@ -87,7 +87,7 @@ async fn serve(
     let rpc = tokio::spawn(dotkv_rpc::serve(
         listener,
         cluster.clone(),
-        config.replication.max_frame_bytes,
+        config.rpc.max_frame_bytes,
         wait(stopped.clone()),
     ));
     let gossip = {

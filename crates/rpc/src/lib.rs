@@ -2,7 +2,7 @@
 //! replication layer calls peers through, and the Rust client.
 //!
 //! Frames are length-delimited bincode; a frame longer than `max_frame_bytes` is refused
-//! by the codec before its body is allocated. Each peer gets one long-lived, multiplexed
+//! by the codec before its body is allocated (`rpc.max_frame_bytes`). Each peer gets one long-lived, multiplexed
 //! connection, replaced after a failure; every call carries a deadline.
 //!
 //! One service carries both the client calls (`status`, `ring`) and the peer calls
@@ -13,10 +13,12 @@
 #![deny(rustdoc::broken_intra_doc_links)]
 
 mod client;
+mod config;
 mod server;
 mod service;
 
 pub use client::{Client, RpcError, TarpcTransport};
+pub use config::RpcConfig;
 pub use server::serve;
 pub use service::{NodeView, PartitionView, RingReply, StatusReply};
 
