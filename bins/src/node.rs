@@ -7,7 +7,6 @@
 use std::future::Future;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
-
 use std::time::Duration;
 
 use anyhow::{Context, bail};

@@ -13,8 +13,26 @@ use dotkv_storage::{Storage, StorageExt};
 
 use crate::Transport;
 
-/// The meta entry holding the persisted cluster view (postcard-encoded [`ClusterState`]).
+/// The meta entry holding the persisted cluster view: a format byte, then the
+/// postcard-encoded [`ClusterState`].
 pub const META_CLUSTER_STATE: &str = "cluster_state";
+
+/// The format byte of the persisted view.
+const VIEW_FORMAT: u8 = 1;
+
+fn encode_view(state: &ClusterState) -> Vec<u8> {
+    let mut out = vec![VIEW_FORMAT];
+    postcard::to_io(state, &mut out).expect("encoding plain data into a Vec");
+    out
+}
+
+fn decode_view(bytes: &[u8]) -> Result<ClusterState, String> {
+    match bytes.split_first() {
+        Some((&VIEW_FORMAT, body)) => postcard::from_bytes(body).map_err(|e| e.to_string()),
+        Some((version, _)) => Err(format!("unknown format version {version}")),
+        None => Err("empty".into()),
+    }
+}
 
 /// What a node brings to the cluster.
 #[derive(Debug, Clone)]
@@ -60,7 +78,7 @@ impl Cluster {
         transport: Arc<dyn Transport>,
     ) -> Result<Self, dotkv_storage::Error> {
         let persisted = match store.get_meta(META_CLUSTER_STATE).await? {
-            Some(bytes) => match postcard::from_bytes::<ClusterState>(&bytes) {
+            Some(bytes) => match decode_view(&bytes) {
                 Ok(state) => Some(state),
                 Err(error) => {
                     tracing::warn!(%error, "the persisted cluster view does not decode; starting from the seeds");
@@ -154,10 +172,7 @@ impl Cluster {
 
     /// Writes the view to the store when it changed, so a restart resumes from it.
     async fn persist_if_changed(&self) {
-        let Some(bytes) = self.with(|g| {
-            g.take_changed()
-                .then(|| postcard::to_allocvec(g.state()).expect("encoding into a Vec"))
-        }) else {
+        let Some(bytes) = self.with(|g| g.take_changed().then(|| encode_view(g.state()))) else {
             return;
         };
         if let Err(error) = self.0.store.put_meta(META_CLUSTER_STATE, bytes).await {
