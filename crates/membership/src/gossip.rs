@@ -305,21 +305,15 @@ impl Gossiper {
     /// of this node's own entry is refuted by a higher incarnation.
     fn absorb(&mut self, incoming: &ClusterState, now: Duration) {
         let before_owners = self.state.owners();
-        let mut incoming = incoming.clone();
-        if let Some(stale_self) = incoming.get(&self.me).cloned() {
-            if let Some(me) = self.state.entry_mut(&self.me) {
-                if stale_self > *me {
-                    me.incarnation = stale_self.incarnation + 1;
-                    self.changed = true;
-                }
+        // Refute a newer copy of our own entry. Our entry then outranks it, so the merge
+        // below keeps ours.
+        if let (Some(theirs), Some(me)) = (incoming.get(&self.me), self.state.entry_mut(&self.me)) {
+            if theirs > me {
+                me.incarnation = theirs.incarnation + 1;
+                self.changed = true;
             }
         }
-        let mut mine = ClusterState::new();
-        if let Some(me) = self.state.get(&self.me) {
-            mine.merge_entry(&self.me, me.clone());
-        }
-        incoming.merge(&mine);
-        for id in self.state.merge(&incoming) {
+        for id in self.state.merge(incoming) {
             self.changed = true;
             self.heard_from(&id, now);
         }

@@ -310,3 +310,38 @@ proptest! {
         prop_assert_eq!(partial, full);
     }
 }
+
+#[test]
+fn a_node_that_lost_its_view_refutes_its_stale_entry() {
+    let mut sim = Sim::new(4, 0, 13);
+    sim.rounds_to_converge(100).expect("converges");
+    for _ in 0..20 {
+        sim.round();
+    }
+    // n2 comes back with an empty data dir: incarnation 1, heartbeat 0, while the others
+    // hold its old entry with a higher heartbeat.
+    sim.nodes.remove("addr-2");
+    let fresh = Gossiper::new(
+        "n2",
+        entry(2),
+        None,
+        vec!["addr-0".into()],
+        MembershipConfig::default(),
+        PARAMS,
+        sim.now,
+    );
+    sim.nodes.insert("addr-2".into(), fresh);
+    for _ in 0..20 {
+        sim.round();
+    }
+    let own = sim.nodes["addr-2"].state().get("n2").unwrap().incarnation;
+    assert!(
+        own >= 2,
+        "n2 did not raise its incarnation past the stale entry"
+    );
+    assert!(
+        sim.nodes
+            .values()
+            .all(|g| g.state().get("n2").unwrap().incarnation == own)
+    );
+}
