@@ -230,17 +230,34 @@ impl Assignment<'_> {
     }
 }
 
-/// The integer loads allowed around each target: within `max(1, 5%)`, never outside
-/// `[0, Q]`.
+/// The integer loads allowed around each target: those with `|load - target| <=
+/// max(1, 5% of target)`, never below 0.
+///
+/// The bounds are checked with that very expression, not just rounded: at a target such
+/// as 4096 × 5/84, `target + slack` is 256 in exact arithmetic but rounds differently
+/// from `256 - target <= slack`, and the two must agree.
 fn bounds(targets: &[f64]) -> (Vec<usize>, Vec<usize>) {
+    let within = |load: usize, t: f64| (load as f64 - t).abs() <= (0.05 * t).max(1.0);
     let slack = |t: f64| (0.05 * t).max(1.0);
     let low = targets
         .iter()
-        .map(|&t| (t - slack(t)).ceil().max(0.0) as usize)
+        .map(|&t| {
+            let mut low = (t - slack(t)).ceil().max(0.0) as usize;
+            while !within(low, t) {
+                low += 1;
+            }
+            low
+        })
         .collect();
     let high = targets
         .iter()
-        .map(|&t| (t + slack(t)).floor() as usize)
+        .map(|&t| {
+            let mut high = (t + slack(t)).floor() as usize;
+            while high > 0 && !within(high, t) {
+                high -= 1;
+            }
+            high
+        })
         .collect();
     (low, high)
 }
