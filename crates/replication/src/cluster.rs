@@ -1,14 +1,14 @@
 //! The membership driver: the gossip loop of one node, its persisted view, its ring.
 
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use dotkv_membership::{
     ClusterState, GossipRequest, GossipResponse, Gossiper, MemberView, MembershipConfig, NodeState,
     RingParams,
 };
-use dotkv_ring::Ring;
+use dotkv_ring::{NodeIndex, Ring};
 use dotkv_storage::{Storage, StorageExt};
 
 use crate::Transport;
@@ -49,6 +49,30 @@ pub struct ClusterOptions {
     pub params: RingParams,
 }
 
+/// What a request needs to route itself: the ring and the members' addresses, as one
+/// immutable snapshot shared by every request until the view changes.
+#[derive(Debug)]
+pub struct Routing {
+    /// The ring of the current view.
+    pub ring: Ring,
+    /// Each ring member's address, by [`NodeIndex`].
+    pub addrs: Vec<String>,
+    /// This node's index in the ring, if it is a member.
+    pub me: Option<NodeIndex>,
+}
+
+impl Routing {
+    /// The address of ring member `node`.
+    pub fn addr(&self, node: NodeIndex) -> &str {
+        &self.addrs[usize::from(node)]
+    }
+
+    /// The id of ring member `node`.
+    pub fn id(&self, node: NodeIndex) -> &str {
+        &self.ring.member(node).id
+    }
+}
+
 /// A node's membership, shared by the gossip loop and the RPC handlers (handle pattern).
 #[derive(Debug, Clone)]
 pub struct Cluster(Arc<ClusterInner>);
@@ -60,6 +84,10 @@ struct ClusterInner {
     gossiper: Mutex<Gossiper>,
     /// The origin of the gossip clock.
     epoch: Instant,
+    /// The routing snapshot of the current view. Requests take an `Arc` of it (a read
+    /// lock held for a clone), so they never wait on the gossiper's mutex; gossip replaces
+    /// it when the ring or an address changes.
+    routing: RwLock<Option<Arc<Routing>>>,
     store: Arc<dyn Storage>,
     transport: Arc<dyn Transport>,
     interval: Duration,
@@ -106,10 +134,12 @@ impl Cluster {
         let cluster = Self(Arc::new(ClusterInner {
             gossiper: Mutex::new(gossiper),
             epoch: Instant::now(),
+            routing: RwLock::new(None),
             store,
             transport,
             interval,
         }));
+        cluster.refresh_routing();
         cluster.persist_if_changed().await;
         Ok(cluster)
     }
@@ -129,7 +159,59 @@ impl Cluster {
     /// Answers a peer's gossip request.
     pub fn handle_gossip(&self, request: GossipRequest) -> GossipResponse {
         let now = self.now();
-        self.with(|g| g.handle(request, now))
+        let response = self.with(|g| g.handle(request, now));
+        self.refresh_routing();
+        response
+    }
+
+    /// The routing snapshot of the current view, or `None` while there is no ring.
+    pub fn routing(&self) -> Option<Arc<Routing>> {
+        self.0
+            .routing
+            .read()
+            .expect("routing lock poisoned: a panic while replacing it")
+            .clone()
+    }
+
+    /// Replaces the routing snapshot if the ring or an address changed.
+    fn refresh_routing(&self) {
+        let current = self.routing();
+        let next = self.with(|g| {
+            let ring = g.ring()?;
+            let addrs: Vec<String> = ring
+                .members()
+                .iter()
+                .map(|m| {
+                    g.state()
+                        .get(&m.id)
+                        .map(|e| e.addr.clone())
+                        .unwrap_or_default()
+                })
+                .collect();
+            let unchanged = current.as_ref().is_some_and(|r| {
+                r.ring.digest() == ring.digest()
+                    && r.ring.version() == ring.version()
+                    && r.addrs == addrs
+            });
+            (!unchanged).then(|| Routing {
+                ring: ring.clone(),
+                me: ring.index_of(g.id()),
+                addrs,
+            })
+        });
+        if let Some(next) = next {
+            *self
+                .0
+                .routing
+                .write()
+                .expect("routing lock poisoned: a panic while replacing it") = Some(Arc::new(next));
+        }
+    }
+
+    /// Whether this node's failure detector convicts member `id` now.
+    pub fn is_down(&self, id: &str) -> bool {
+        let now = self.now();
+        self.with(|g| g.is_down(id, now))
     }
 
     /// Every member with its liveness, as this node sees it.
@@ -162,7 +244,9 @@ impl Cluster {
             }
         };
         let now = self.now();
-        if let Some(ack2) = self.with(|g| g.handle_ack(ack, now)) {
+        let ack2 = self.with(|g| g.handle_ack(ack, now));
+        self.refresh_routing();
+        if let Some(ack2) = ack2 {
             if let Err(error) = self.0.transport.gossip(&addr, ack2).await {
                 tracing::debug!(%error, "gossip ack2 failed");
             }

@@ -1,4 +1,4 @@
-//! The `[replication]` section of the configuration.
+//! The `[replication]` and `[limits]` sections of the configuration.
 
 use serde::{Deserialize, Serialize};
 
@@ -8,21 +8,88 @@ use serde::{Deserialize, Serialize};
 pub struct ReplicationConfig {
     /// N: the replicas of every key (the length of a preference list). Default 3.
     pub n: usize,
+    /// R: the replies a read waits for, unless the request says otherwise. Default 2.
+    pub r: usize,
+    /// W: the acknowledgements a write waits for (the coordinator's own included), unless
+    /// the request says otherwise. Default 2.
+    pub w: usize,
 }
 
 impl Default for ReplicationConfig {
     fn default() -> Self {
-        Self { n: 3 }
+        Self { n: 3, r: 2, w: 2 }
     }
 }
 
 impl ReplicationConfig {
-    /// Checks the values, naming the offending key.
+    /// Checks the values, naming the offending key. `R + W <= N` (reads that may miss the
+    /// latest write) is allowed; the server logs a warning for it.
     pub fn validate(&self) -> Result<(), String> {
         if !(1..=16).contains(&self.n) {
             return Err(format!(
                 "replication.n = {} must be between 1 and 16",
                 self.n
+            ));
+        }
+        for (name, value) in [("r", self.r), ("w", self.w)] {
+            if value == 0 {
+                return Err(format!("replication.{name} = 0 must be at least 1"));
+            }
+            if value > self.n {
+                return Err(format!(
+                    "replication.{name} = {value} exceeds replication.n = {}",
+                    self.n
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Request limits (`[limits]`, `DOTKV_LIMITS__*`), checked before anything is stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// The longest key in bytes. Default 1024; at most 1200 (what every backend can index
+    /// with the partition and hint prefixes).
+    pub max_key_bytes: usize,
+    /// The largest value in bytes. Default 4 MiB; at most 64 MiB.
+    pub max_value_bytes: usize,
+    /// The most concurrent values (siblings) a key may hold; a write that would leave more
+    /// is refused (a write whose context covers them replaces them and succeeds). A warning
+    /// is logged from a quarter of it. Default 100.
+    pub max_siblings: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_key_bytes: 1024,
+            max_value_bytes: 4 * 1024 * 1024,
+            max_siblings: 100,
+        }
+    }
+}
+
+impl LimitsConfig {
+    /// Checks the values, naming the offending key.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(1..=1200).contains(&self.max_key_bytes) {
+            return Err(format!(
+                "limits.max_key_bytes = {} must be between 1 and 1200",
+                self.max_key_bytes
+            ));
+        }
+        if !(1..=64 << 20).contains(&self.max_value_bytes) {
+            return Err(format!(
+                "limits.max_value_bytes = {} must be between 1 and 67108864 (64 MiB)",
+                self.max_value_bytes
+            ));
+        }
+        if !(1..=10_000).contains(&self.max_siblings) {
+            return Err(format!(
+                "limits.max_siblings = {} must be between 1 and 10000",
+                self.max_siblings
             ));
         }
         Ok(())

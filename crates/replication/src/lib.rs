@@ -1,25 +1,46 @@
 //! dotkv's distributed machinery, written against a [`Transport`] it does not own.
 //!
-//! This crate is where the Dynamo protocols run (DeCandia et al., SOSP 2007, §4–§6): today
-//! the membership driver ([`Cluster`]), which runs the gossip state machine of
-//! `dotkv-membership` on a clock and a transport and persists the view; next, the request
-//! coordinator with quorums, hinted handoff, read repair and anti-entropy.
+//! This crate is where the Dynamo protocols run (DeCandia et al., SOSP 2007, §4–§6): the
+//! membership driver ([`Cluster`]), which runs the gossip state machine of
+//! `dotkv-membership` on a clock and a transport and persists the view, and the request
+//! coordinator ([`Node`]): quorum writes and reads over each key's preference list, with
+//! DVVS causality (concurrent writes come back as siblings) and read repair. Sloppy
+//! quorum with hinted handoff, anti-entropy and ownership handoff come next; the
+//! coordinator's replica calls are where fallbacks slot in.
 //!
 //! ```text
-//!  dotkv-rpc (tarpc) --implements--> Transport <--calls-- Cluster (gossip loop)
-//!                                                          |  persists the view
+//!  dotkv-rpc (tarpc) --implements--> Transport <--calls-- Node (coordinator, replica)
+//!        |                                                 |    \
+//!        +--serves--> Node::put/get/replicas,              |     Cluster (gossip loop,
+//!                     write_replica/read_replica           |     ring, liveness)
 //!                                                          v
-//!                                                    Storage (meta keyspace)
+//!                                                    Storage (objects, meta)
 //! ```
 //!
-//! The crate never names tarpc: tests and simulations implement [`Transport`] in memory.
+//! Key types: [`Node`] (requests), [`Cluster`] / [`Routing`] (the view a request routes
+//! by), [`Object`] / [`Value`] (the stored DVV set of values and tombstones), the request
+//! and reply types, and [`Error`], whose [`kind`](Error::kind) is the client contract's.
+//!
+//! The crate never names tarpc: tests and simulations use the in-memory network of
+//! `testing` (feature `testing`), which drops, delays and partitions messages.
 #![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
 #![deny(rustdoc::broken_intra_doc_links)]
 
 mod cluster;
 mod config;
+mod error;
+mod node;
+mod object;
+mod quorum;
+mod request;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 mod transport;
 
-pub use cluster::{Cluster, ClusterOptions, META_CLUSTER_STATE};
-pub use config::ReplicationConfig;
+pub use cluster::{Cluster, ClusterOptions, META_CLUSTER_STATE, Routing};
+pub use config::{LimitsConfig, ReplicationConfig};
+pub use error::{Error, Result};
+pub use node::Node;
+pub use object::{Object, Value, decode_object, encode_object};
+pub use request::{GetReply, GetRequest, PutReply, PutRequest, ReplicaView, ReplicasReply};
 pub use transport::{Transport, TransportError};

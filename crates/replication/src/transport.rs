@@ -3,7 +3,10 @@
 use std::fmt;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use dotkv_membership::{GossipRequest, GossipResponse};
+
+use crate::{Error, PutReply, PutRequest};
 
 /// Why a call to a peer failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -25,6 +28,26 @@ pub enum TransportError {
         /// The deadline.
         timeout_ms: u64,
     },
+    /// The peer answered with an error.
+    #[error("peer {addr}: {error}")]
+    Remote {
+        /// The peer's address.
+        addr: String,
+        /// Its error.
+        error: Error,
+    },
+}
+
+impl From<TransportError> for Error {
+    /// A forwarded request's failure, as the client sees it: the coordinator's own error
+    /// when it answered, else the transport's.
+    fn from(error: TransportError) -> Self {
+        match error {
+            TransportError::Remote { error, .. } => error,
+            TransportError::Timeout { .. } => Self::Timeout(error.to_string()),
+            TransportError::Unreachable { .. } => Self::Unavailable(error.to_string()),
+        }
+    }
 }
 
 /// Calls to peers, by address.
@@ -32,12 +55,13 @@ pub enum TransportError {
 /// # Contract
 ///
 /// A call either returns the peer's reply or an error within the implementation's
-/// deadline; implementations keep connections open and reuse them, and reconnect after a
-/// failure.
+/// deadline (`rpc.peer_timeout_ms`); implementations keep one connection per peer open
+/// and reuse it for concurrent calls, and reconnect after a failure.
 ///
 /// # Cancel safety
 ///
-/// Dropping a call abandons it; the peer may still have acted on the request.
+/// Dropping a call abandons it; the peer may still have acted on the request. The
+/// coordinator therefore drives replica writes to completion even after its quorum.
 #[async_trait]
 pub trait Transport: Send + Sync + fmt::Debug + 'static {
     /// One gossip exchange step with the node at `addr`.
@@ -46,4 +70,24 @@ pub trait Transport: Send + Sync + fmt::Debug + 'static {
         addr: &str,
         request: GossipRequest,
     ) -> Result<GossipResponse, TransportError>;
+
+    /// Asks the replica at `addr` to merge `object` (an encoded [`Object`](crate::Object))
+    /// into what it holds for `key`. `Ok` means it is stored (durably when the peer syncs).
+    async fn write_replica(
+        &self,
+        addr: &str,
+        key: Bytes,
+        object: Bytes,
+    ) -> Result<(), TransportError>;
+
+    /// Reads what the replica at `addr` holds for `key`: an encoded object, or `None`.
+    async fn read_replica(&self, addr: &str, key: Bytes) -> Result<Option<Bytes>, TransportError>;
+
+    /// Hands a client's write to the node at `addr`, a member of the key's preference
+    /// list, to coordinate (`request.forwarded` is set).
+    async fn forward_put(
+        &self,
+        addr: &str,
+        request: PutRequest,
+    ) -> Result<PutReply, TransportError>;
 }
