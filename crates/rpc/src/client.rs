@@ -1,19 +1,23 @@
-//! Calling nodes: the peer [`Transport`] and the client library.
+//! Calling nodes: the Rust client library and the peer [`Transport`].
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use dotkv_membership::{GossipRequest, GossipResponse};
-use dotkv_replication::{Transport, TransportError};
+use dotkv_replication::{
+    Error, GetReply, GetRequest, PutReply, PutRequest, ReplicasReply, Transport, TransportError,
+};
 use tarpc::client::RpcError as TarpcError;
 use tarpc::context::Context;
 use tarpc::tokio_serde::formats::Bincode;
 use tokio::net::TcpStream;
 
 use crate::server::framed;
-use crate::service::{NodeClient, RingReply, StatusReply};
+use crate::service::{NodeServiceClient, RingReply, StatusReply};
 
 /// Why a call failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -35,6 +39,30 @@ pub enum RpcError {
         /// The deadline.
         timeout_ms: u64,
     },
+    /// The request was refused before it was sent.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// The node answered with an error.
+    #[error("{error}")]
+    Remote {
+        /// The node's address.
+        addr: String,
+        /// Its error.
+        error: Error,
+    },
+}
+
+impl RpcError {
+    /// The contract's error kind: `invalid_argument`, `quorum_not_reached`, `timeout`,
+    /// `unavailable` or `internal`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Unavailable { .. } => "unavailable",
+            Self::Timeout { .. } => "timeout",
+            Self::InvalidArgument(_) => "invalid_argument",
+            Self::Remote { error, .. } => error.kind(),
+        }
+    }
 }
 
 impl From<RpcError> for TransportError {
@@ -42,26 +70,37 @@ impl From<RpcError> for TransportError {
         match error {
             RpcError::Unavailable { addr, reason } => Self::Unreachable { addr, reason },
             RpcError::Timeout { addr, timeout_ms } => Self::Timeout { addr, timeout_ms },
+            RpcError::Remote { addr, error } => Self::Remote { addr, error },
+            RpcError::InvalidArgument(reason) => Self::Remote {
+                addr: String::new(),
+                error: Error::InvalidArgument(reason),
+            },
         }
     }
 }
 
-/// A connection to one node.
+/// A connection to one node: one multiplexed TCP connection that concurrent calls share.
 ///
 /// ```no_run
 /// # async fn example() -> Result<(), dotkv_rpc::RpcError> {
 /// use std::time::Duration;
 /// let client = dotkv_rpc::Client::connect("127.0.0.1:7001", Duration::from_secs(5)).await?;
-/// for node in client.status().await?.nodes {
-///     println!("{} {} {}", node.id, node.addr, node.status);
-/// }
+/// client.put("greeting", "hello", None).await?;
+/// let read = client.get("greeting").await?;
+/// assert_eq!(read.values, vec![bytes::Bytes::from("hello")]);
+/// // Replace exactly what that read saw:
+/// client.put("greeting", "hello again", Some(&read.context)).await?;
+/// client.delete("greeting", None).await?;
 /// # Ok(()) }
 /// ```
 #[derive(Debug, Clone)]
 pub struct Client {
-    inner: NodeClient,
+    inner: NodeServiceClient,
     addr: String,
     timeout: Duration,
+    /// The largest frame the connection carries; a longer request is refused here with a
+    /// clear error instead of being cut off by the node.
+    max_frame_bytes: usize,
 }
 
 impl Client {
@@ -94,12 +133,18 @@ impl Client {
         let _ = stream.set_nodelay(true);
         let transport =
             tarpc::serde_transport::new(framed(stream, max_frame_bytes), Bincode::default());
-        let inner = NodeClient::new(tarpc::client::Config::default(), transport).spawn();
+        let inner = NodeServiceClient::new(tarpc::client::Config::default(), transport).spawn();
         Ok(Self {
             inner,
             addr: addr.into(),
             timeout,
+            max_frame_bytes,
         })
+    }
+
+    /// The address this client talks to.
+    pub fn addr(&self) -> &str {
+        &self.addr
     }
 
     fn context(&self) -> Context {
@@ -119,6 +164,73 @@ impl Client {
                 reason: other.to_string(),
             },
         }
+    }
+
+    /// Awaits a call whose reply is itself a result, folding both failures into one.
+    async fn call<T>(
+        &self,
+        call: impl Future<Output = Result<Result<T, Error>, TarpcError>>,
+    ) -> Result<T, RpcError> {
+        match call.await {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(error)) => Err(RpcError::Remote {
+                addr: self.addr.clone(),
+                error,
+            }),
+            Err(error) => Err(self.error(error)),
+        }
+    }
+
+    /// Reads `key` with the node's default R.
+    pub async fn get(&self, key: impl Into<Bytes>) -> Result<GetReply, RpcError> {
+        self.get_with(GetRequest::new(key)).await
+    }
+
+    /// Reads a key with the request's options.
+    pub async fn get_with(&self, request: GetRequest) -> Result<GetReply, RpcError> {
+        self.call(self.inner.get(self.context(), request)).await
+    }
+
+    /// Writes `value` under `key`, superseding what `context` (from a read) covers.
+    pub async fn put(
+        &self,
+        key: impl Into<Bytes>,
+        value: impl Into<Bytes>,
+        context: Option<&str>,
+    ) -> Result<PutReply, RpcError> {
+        let mut request = PutRequest::new(key, value);
+        request.context = context.map(str::to_owned);
+        self.put_with(request).await
+    }
+
+    /// Deletes `key` (a tombstone superseding what `context` covers).
+    pub async fn delete(
+        &self,
+        key: impl Into<Bytes>,
+        context: Option<&str>,
+    ) -> Result<PutReply, RpcError> {
+        let mut request = PutRequest::delete(key);
+        request.context = context.map(str::to_owned);
+        self.put_with(request).await
+    }
+
+    /// A write or delete with the request's options.
+    pub async fn put_with(&self, request: PutRequest) -> Result<PutReply, RpcError> {
+        let size = request.key.len() + request.value.as_ref().map_or(0, |v| v.len());
+        // The envelope (context, options, tarpc's framing) fits in a few KiB.
+        if size + ENVELOPE_BYTES > self.max_frame_bytes {
+            return Err(RpcError::InvalidArgument(format!(
+                "a request of {size} bytes exceeds the frame limit of {} bytes (rpc.max_frame_bytes)",
+                self.max_frame_bytes
+            )));
+        }
+        self.call(self.inner.put(self.context(), request)).await
+    }
+
+    /// What each replica of `key` holds now (no repair).
+    pub async fn replicas(&self, key: impl Into<Bytes>) -> Result<ReplicasReply, RpcError> {
+        self.call(self.inner.replicas(self.context(), key.into()))
+            .await
     }
 
     /// The members and their liveness as the node sees them.
@@ -144,18 +256,52 @@ impl Client {
             .await
             .map_err(|e| self.error(e))
     }
+
+    /// Merges an object into the node's replica (peers).
+    pub async fn write_replica(&self, key: Bytes, object: Bytes) -> Result<(), RpcError> {
+        self.call(self.inner.write_replica(self.context(), key, object))
+            .await
+    }
+
+    /// The node's replica of a key (peers).
+    pub async fn read_replica(&self, key: Bytes) -> Result<Option<Bytes>, RpcError> {
+        self.call(self.inner.read_replica(self.context(), key))
+            .await
+    }
 }
+
+/// Room for a request's envelope within a frame.
+const ENVELOPE_BYTES: usize = 32 << 10;
 
 fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// The peer [`Transport`] over tarpc: one connection per peer, kept open and reused,
-/// dropped after a failure so that the next call reconnects.
+/// The first wait before reconnecting to a peer whose connection failed.
+const MIN_BACKOFF: Duration = Duration::from_millis(50);
+/// The longest wait between reconnection attempts.
+const MAX_BACKOFF: Duration = Duration::from_millis(500);
+
+/// What the transport knows of one peer.
+#[derive(Debug)]
+enum Peer {
+    /// An open connection, shared by every call.
+    Connected(Client),
+    /// The last connection attempt failed: calls fail at once until `retry_at`, so that a
+    /// dead peer costs neither a connect per request nor a wait.
+    Backoff {
+        retry_at: Instant,
+        backoff: Duration,
+    },
+}
+
+/// The peer [`Transport`] over tarpc: one long-lived connection per peer, multiplexed by
+/// every concurrent call; after a failure it reconnects, with exponential backoff while
+/// the peer stays unreachable.
 #[derive(Debug)]
 pub struct TarpcTransport {
-    /// Open connections by address. A std mutex: held only to clone or insert a client.
-    clients: Mutex<HashMap<String, Client>>,
+    /// Peers by address. A std mutex: held only to look up or replace an entry.
+    peers: Mutex<HashMap<String, Peer>>,
     timeout: Duration,
     max_frame_bytes: usize,
 }
@@ -164,29 +310,73 @@ impl TarpcTransport {
     /// A transport whose calls have `timeout` as deadline.
     pub fn new(timeout: Duration, max_frame_bytes: usize) -> Self {
         Self {
-            clients: Mutex::new(HashMap::new()),
+            peers: Mutex::new(HashMap::new()),
             timeout,
             max_frame_bytes,
         }
     }
 
-    async fn client(&self, addr: &str) -> Result<Client, RpcError> {
-        if let Some(client) = self.clients.lock().expect("client map poisoned").get(addr) {
-            return Ok(client.clone());
-        }
-        let client = Client::connect_with(addr, self.timeout, self.max_frame_bytes).await?;
-        self.clients
-            .lock()
-            .expect("client map poisoned")
-            .insert(addr.into(), client.clone());
-        Ok(client)
+    fn peers(&self) -> std::sync::MutexGuard<'_, HashMap<String, Peer>> {
+        self.peers.lock().expect("peer map poisoned")
     }
 
-    fn forget(&self, addr: &str) {
-        self.clients
-            .lock()
-            .expect("client map poisoned")
-            .remove(addr);
+    async fn client(&self, addr: &str) -> Result<Client, RpcError> {
+        let previous_backoff = match self.peers().get(addr) {
+            Some(Peer::Connected(client)) => return Ok(client.clone()),
+            Some(Peer::Backoff { retry_at, backoff }) => {
+                if let Some(left) = retry_at.checked_duration_since(Instant::now()) {
+                    return Err(RpcError::Unavailable {
+                        addr: addr.into(),
+                        reason: format!(
+                            "unreachable at the last attempt; next try in {} ms",
+                            left.as_millis()
+                        ),
+                    });
+                }
+                Some(*backoff)
+            }
+            None => None,
+        };
+        match Client::connect_with(addr, self.timeout, self.max_frame_bytes).await {
+            Ok(client) => {
+                let mut peers = self.peers();
+                // Another call may have connected meanwhile: keep one connection.
+                if let Some(Peer::Connected(existing)) = peers.get(addr) {
+                    return Ok(existing.clone());
+                }
+                peers.insert(addr.into(), Peer::Connected(client.clone()));
+                Ok(client)
+            }
+            Err(error) => {
+                let backoff = previous_backoff.map_or(MIN_BACKOFF, |b| (b * 2).min(MAX_BACKOFF));
+                self.peers().insert(
+                    addr.into(),
+                    Peer::Backoff {
+                        retry_at: Instant::now() + backoff,
+                        backoff,
+                    },
+                );
+                Err(error)
+            }
+        }
+    }
+
+    /// Runs one call on `addr`'s connection. A broken connection is dropped so that the
+    /// next call reconnects; a timeout keeps it (a slow peer is not a dead connection).
+    async fn call<T, F, Fut>(&self, addr: &str, call: F) -> Result<T, TransportError>
+    where
+        F: FnOnce(Client) -> Fut + Send,
+        Fut: Future<Output = Result<T, RpcError>> + Send,
+    {
+        let client = self.client(addr).await?;
+        let result = call(client).await;
+        if let Err(RpcError::Unavailable { .. }) = &result {
+            let mut peers = self.peers();
+            if let Some(Peer::Connected(_)) = peers.get(addr) {
+                peers.remove(addr);
+            }
+        }
+        result.map_err(TransportError::from)
     }
 }
 
@@ -197,13 +387,33 @@ impl Transport for TarpcTransport {
         addr: &str,
         request: GossipRequest,
     ) -> Result<GossipResponse, TransportError> {
-        let client = self.client(addr).await?;
-        match client.gossip(request).await {
-            Ok(response) => Ok(response),
-            Err(error) => {
-                self.forget(addr);
-                Err(error.into())
-            }
-        }
+        self.call(addr, |client| async move { client.gossip(request).await })
+            .await
+    }
+
+    async fn write_replica(
+        &self,
+        addr: &str,
+        key: Bytes,
+        object: Bytes,
+    ) -> Result<(), TransportError> {
+        self.call(addr, |client| async move {
+            client.write_replica(key, object).await
+        })
+        .await
+    }
+
+    async fn read_replica(&self, addr: &str, key: Bytes) -> Result<Option<Bytes>, TransportError> {
+        self.call(addr, |client| async move { client.read_replica(key).await })
+            .await
+    }
+
+    async fn forward_put(
+        &self,
+        addr: &str,
+        request: PutRequest,
+    ) -> Result<PutReply, TransportError> {
+        self.call(addr, |client| async move { client.put_with(request).await })
+            .await
     }
 }

@@ -5,10 +5,11 @@
 //! by the codec before its body is allocated (`rpc.max_frame_bytes`). Each peer gets one long-lived, multiplexed
 //! connection, replaced after a failure; every call carries a deadline.
 //!
-//! One service carries both the client calls (`status`, `ring`) and the peer calls
-//! (`gossip`): tarpc serves one service per connection, and one listening address per
-//! node keeps operations simple. (DESIGN.md names two services; they share this one
-//! until the request path adds enough calls to split them.)
+//! One service carries both the client calls (`get`, `put`, `replicas`, `status`, `ring`)
+//! and the peer calls (`gossip`, `write_replica`, `read_replica`, and `put` for a
+//! forwarded write): tarpc serves one service per connection, and one listening address
+//! per node keeps operations simple. (DESIGN.md names two services; they share this one,
+//! and the handlers are thin adapters into `dotkv_replication::Node`.)
 #![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
 #![deny(rustdoc::broken_intra_doc_links)]
 

@@ -2,8 +2,9 @@
 
 use std::future::Future;
 
+use bytes::Bytes;
 use dotkv_membership::{GossipRequest, GossipResponse};
-use dotkv_replication::Cluster;
+use dotkv_replication::{Error, GetReply, GetRequest, Node, PutReply, PutRequest, ReplicasReply};
 use futures::StreamExt;
 use tarpc::context::Context;
 use tarpc::server::{BaseChannel, Channel};
@@ -11,24 +12,44 @@ use tarpc::tokio_serde::formats::Bincode;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
-use crate::service::{Node, NodeView, PartitionView, RingReply, StatusReply};
+use crate::service::{NodeService, NodeView, PartitionView, RingReply, StatusReply};
 
 /// The handlers: thin adapters into the replication layer.
 #[derive(Debug, Clone)]
 struct NodeServer {
-    cluster: Cluster,
+    node: Node,
 }
 
-impl Node for NodeServer {
+impl NodeService for NodeServer {
     async fn gossip(self, _: Context, request: GossipRequest) -> GossipResponse {
-        self.cluster.handle_gossip(request)
+        self.node.cluster().handle_gossip(request)
+    }
+
+    async fn get(self, _: Context, request: GetRequest) -> Result<GetReply, Error> {
+        self.node.get(request).await
+    }
+
+    async fn put(self, _: Context, request: PutRequest) -> Result<PutReply, Error> {
+        self.node.put(request).await
+    }
+
+    async fn replicas(self, _: Context, key: Bytes) -> Result<ReplicasReply, Error> {
+        self.node.replicas(key).await
+    }
+
+    async fn write_replica(self, _: Context, key: Bytes, object: Bytes) -> Result<(), Error> {
+        self.node.write_replica(key, object).await
+    }
+
+    async fn read_replica(self, _: Context, key: Bytes) -> Result<Option<Bytes>, Error> {
+        self.node.read_replica(key).await
     }
 
     async fn status(self, _: Context) -> StatusReply {
-        let ring = self.cluster.ring();
+        let cluster = self.node.cluster();
+        let ring = cluster.ring();
         let loads = ring.as_ref().map(|r| r.loads()).unwrap_or_default();
-        let nodes = self
-            .cluster
+        let nodes = cluster
             .members()
             .into_iter()
             .map(|m| {
@@ -54,7 +75,7 @@ impl Node for NodeServer {
     }
 
     async fn ring(self, _: Context) -> RingReply {
-        let Some(ring) = self.cluster.ring() else {
+        let Some(ring) = self.node.cluster().ring() else {
             return RingReply {
                 version: 0,
                 digest: String::new(),
@@ -90,15 +111,15 @@ pub(crate) fn framed(
     Framed::new(stream, codec)
 }
 
-/// Serves `cluster` on `listener` until `shutdown` completes. Each connection is one
+/// Serves `node` on `listener` until `shutdown` completes. Each connection is one
 /// multiplexed tarpc channel; each request runs in its own task.
 pub async fn serve(
     listener: TcpListener,
-    cluster: Cluster,
+    node: Node,
     max_frame_bytes: usize,
     shutdown: impl Future<Output = ()> + Send,
 ) {
-    let server = NodeServer { cluster };
+    let server = NodeServer { node };
     tokio::pin!(shutdown);
     loop {
         let stream = tokio::select! {

@@ -1,17 +1,30 @@
 //! The tarpc service and its wire types.
 
+use bytes::Bytes;
 use dotkv_membership::{GossipRequest, GossipResponse};
+use dotkv_replication::{Error, GetReply, GetRequest, PutReply, PutRequest, ReplicasReply};
 use serde::{Deserialize, Serialize};
 
-/// The calls a node answers.
+/// The calls a node answers: client calls and peer calls on one service, so that a node
+/// has one address and a peer needs one connection.
 #[tarpc::service]
-pub(crate) trait Node {
+pub(crate) trait NodeService {
     /// A step of a gossip exchange (peers).
     async fn gossip(request: GossipRequest) -> GossipResponse;
     /// The members and their liveness as this node sees them (clients).
     async fn status() -> StatusReply;
     /// This node's ring (clients).
     async fn ring() -> RingReply;
+    /// Reads a key (clients).
+    async fn get(request: GetRequest) -> Result<GetReply, Error>;
+    /// Writes or deletes a key (clients; peers forwarding a write to a coordinator).
+    async fn put(request: PutRequest) -> Result<PutReply, Error>;
+    /// What each replica of a key holds (clients).
+    async fn replicas(key: Bytes) -> Result<ReplicasReply, Error>;
+    /// Merges an object into this replica (peers).
+    async fn write_replica(key: Bytes, object: Bytes) -> Result<(), Error>;
+    /// This replica's object for a key (peers).
+    async fn read_replica(key: Bytes) -> Result<Option<Bytes>, Error>;
 }
 
 /// The answer to `status`: `dotkv status --json` prints it.

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dotkv_membership::{MembershipConfig, NodeState, NodeStatus, RingParams};
-use dotkv_replication::{Cluster, ClusterOptions, Transport};
+use dotkv_replication::{
+    Cluster, ClusterOptions, LimitsConfig, Node, ReplicationConfig, Transport,
+};
 use dotkv_rpc::{Client, TarpcTransport};
 use dotkv_storage::MemoryStorage;
 
@@ -32,18 +34,22 @@ async fn node(id: &str, seeds: Vec<String>) -> (Cluster, String, tokio::sync::on
     };
     let transport: Arc<dyn Transport> =
         Arc::new(TarpcTransport::new(Duration::from_secs(2), 1 << 20));
-    let cluster = Cluster::start(options, Arc::new(MemoryStorage::new()), transport)
+    let store: Arc<dyn dotkv_storage::Storage> = Arc::new(MemoryStorage::new());
+    let cluster = Cluster::start(options, Arc::clone(&store), Arc::clone(&transport))
         .await
         .unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(dotkv_rpc::serve(
-        listener,
+    let config = ReplicationConfig { n: 2, r: 1, w: 2 };
+    let node = Node::new(
         cluster.clone(),
-        1 << 20,
-        async move {
-            let _ = stopped.await;
-        },
-    ));
+        store,
+        transport,
+        config,
+        LimitsConfig::default(),
+    );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(dotkv_rpc::serve(listener, node, 1 << 20, async move {
+        let _ = stopped.await;
+    }));
     (cluster, addr, stop)
 }
 
@@ -78,6 +84,37 @@ async fn two_nodes_gossip_over_tcp_and_answer_clients() {
         ring.digest,
         "both nodes compute one ring"
     );
+
+    // The request path over TCP: a write through a, acknowledged by both replicas (W = 2
+    // over TarpcTransport), is on b's own replica (R = 1 reads it locally first or remotely).
+    let written = client.put("k", "v1", None).await.unwrap();
+    let read = other
+        .get_with(dotkv_replication::GetRequest::new("k").with_r(1))
+        .await
+        .unwrap();
+    assert_eq!(read.values, vec![bytes::Bytes::from("v1")]);
+    assert_eq!(read.context, written.context);
+    let replicas = other.replicas("k").await.unwrap();
+    assert!(replicas.replicas.iter().all(|r| r.values.len() == 1));
+    // A frame over the node's 1 MiB limit is refused by the node (the connection drops
+    // before the body is read), nothing stored; the client refuses one over its own limit.
+    let small = Client::connect_with(&a_addr, Duration::from_secs(2), 1 << 20)
+        .await
+        .unwrap();
+    let err = small
+        .put("big", vec![7u8; 2 << 20], None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), "invalid_argument", "{err}");
+    let err = client
+        .put("big", vec![7u8; 2 << 20], None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), "unavailable", "{err}");
+    let fresh = Client::connect(&a_addr, Duration::from_secs(2))
+        .await
+        .unwrap();
+    assert!(fresh.get("big").await.unwrap().values.is_empty());
 
     // A node that is gone: the client gets a clear error, not a hang.
     drop(stop_a);
