@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use dotkv_membership::MembershipConfig;
-use dotkv_replication::ReplicationConfig;
+use dotkv_replication::{LimitsConfig, ReplicationConfig};
 use dotkv_ring::RingConfig;
 use dotkv_rpc::RpcConfig;
 use dotkv_storage::StorageConfig;
@@ -26,26 +26,6 @@ use serde::{Deserialize, Deserializer, Serialize};
 /// The config file used when `--config` is not given (relative to the working directory;
 /// a missing default file is not an error).
 pub const DEFAULT_CONFIG_PATH: &str = "config/dotkv.toml";
-
-/// Request limits (`[limits]`). Checked before anything is stored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct LimitsConfig {
-    /// The longest key in bytes. Default 1024; at most 1200 (what every backend can index
-    /// with the partition and hint prefixes).
-    pub max_key_bytes: usize,
-    /// The largest value in bytes. Default 4 MiB; at most 64 MiB.
-    pub max_value_bytes: usize,
-}
-
-impl Default for LimitsConfig {
-    fn default() -> Self {
-        Self {
-            max_key_bytes: 1024,
-            max_value_bytes: 4 * 1024 * 1024,
-        }
-    }
-}
 
 /// Everything `dotkv-server` is configured with.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -147,19 +127,7 @@ impl ServerConfig {
         self.replication.validate()?;
         self.membership.validate()?;
         self.rpc.validate()?;
-        let limits = &self.limits;
-        if !(1..=1200).contains(&limits.max_key_bytes) {
-            return Err(format!(
-                "limits.max_key_bytes = {} must be between 1 and 1200",
-                limits.max_key_bytes
-            ));
-        }
-        if !(1..=64 << 20).contains(&limits.max_value_bytes) {
-            return Err(format!(
-                "limits.max_value_bytes = {} must be between 1 and 67108864 (64 MiB)",
-                limits.max_value_bytes
-            ));
-        }
+        self.limits.validate()?;
         Ok(())
     }
 }

@@ -1,8 +1,8 @@
 //! A node's life: open the store, establish the node's identity, serve until asked to
 //! stop, close the store.
 //!
-//! A node today serves membership: it gossips with its peers, detects failures, keeps
-//! the ring, and answers `status` and `ring`. The key-value request path comes next.
+//! A node gossips with its peers, detects failures, keeps the ring, coordinates client
+//! requests and serves its replicas, all over one tarpc listener.
 
 use std::future::Future;
 use std::hash::{BuildHasher, RandomState};
@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use dotkv_membership::{NodeState, NodeStatus, RingParams};
-use dotkv_replication::{Cluster, ClusterOptions};
+use dotkv_replication::{Cluster, ClusterOptions, Node};
 use dotkv_rpc::TarpcTransport;
 use dotkv_storage::{Storage, StorageExt};
 
@@ -67,7 +67,23 @@ async fn serve(
             partitions: config.ring.partitions,
         },
     };
-    let cluster = Cluster::start(options, Arc::clone(store), transport).await?;
+    let cluster = Cluster::start(options, Arc::clone(store), Arc::clone(&transport) as _).await?;
+    let node = Node::new(
+        cluster.clone(),
+        Arc::clone(store),
+        transport,
+        config.replication.clone(),
+        config.limits.clone(),
+    );
+    let replication = &config.replication;
+    if replication.r + replication.w <= replication.n {
+        tracing::warn!(
+            n = replication.n,
+            r = replication.r,
+            w = replication.w,
+            "replication.r + replication.w <= replication.n: a read may miss the latest acknowledged write"
+        );
+    }
     let objects = store.count(dotkv_storage::Keyspace::Objects, &[]).await?;
     tracing::info!(
         node_id,
@@ -85,7 +101,7 @@ async fn serve(
     };
     let rpc = tokio::spawn(dotkv_rpc::serve(
         listener,
-        cluster.clone(),
+        node,
         config.rpc.max_frame_bytes,
         wait(stopped.clone()),
     ));

@@ -3,8 +3,11 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
+use base64::Engine;
 use clap::{Parser, Subcommand};
+use dotkv_replication::{GetRequest, PutRequest};
 use dotkv_rpc::{Client, RpcError};
+use serde_json::json;
 
 /// The dotkv client: read and write keys, inspect the cluster, generate load.
 ///
@@ -151,23 +154,134 @@ fn print_out(text: &str) {
 type CliResult = Result<(), (String, &'static str)>;
 
 fn rpc_error(error: RpcError) -> (String, &'static str) {
-    let kind = match error {
-        RpcError::Timeout { .. } => "timeout",
-        _ => "unavailable",
-    };
-    (error.to_string(), kind)
+    (error.to_string(), error.kind())
+}
+
+/// A value as the contract prints it: UTF-8 text when it is, base64 otherwise.
+fn printable(value: &[u8]) -> String {
+    match std::str::from_utf8(value) {
+        Ok(text) => text.to_owned(),
+        Err(_) => base64::engine::general_purpose::STANDARD.encode(value),
+    }
+}
+
+fn printable_all(values: &[bytes::Bytes]) -> Vec<String> {
+    values.iter().map(|v| printable(v)).collect()
+}
+
+/// A value argument: the text itself, or stdin's bytes for `-`.
+fn read_value(value: &str) -> Result<Vec<u8>, (String, &'static str)> {
+    if value != "-" {
+        return Ok(value.as_bytes().to_vec());
+    }
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut bytes).map_err(|e| {
+        (
+            format!("cannot read the value from stdin: {e}"),
+            "invalid_argument",
+        )
+    })?;
+    Ok(bytes)
+}
+
+fn to_json(value: &impl serde::Serialize) -> String {
+    serde_json::to_string(value).expect("plain data encodes")
 }
 
 async fn run(cli: &Cli) -> CliResult {
     let timeout = Duration::from_millis(cli.timeout);
-    match &cli.command {
-        Command::Status => {
-            let client = Client::connect(&cli.node, timeout)
+    if let Command::Join { .. } | Command::Leave | Command::Bench { .. } = &cli.command {
+        // Membership changes with data handoff and the load generator are later work; until
+        // they land these commands say so instead of pretending.
+        return Err((
+            format!(
+                "`{}` is not implemented by this build of dotkv yet",
+                cli.command.name()
+            ),
+            "unavailable",
+        ));
+    }
+    let client = Client::connect(&cli.node, timeout)
+        .await
+        .map_err(rpc_error)?;
+    let text = match &cli.command {
+        Command::Get { key, r } => {
+            let mut request = GetRequest::new(key.clone().into_bytes());
+            request.r = r.map(|r| r as usize);
+            let reply = client.get_with(request).await.map_err(rpc_error)?;
+            let values = printable_all(&reply.values);
+            if cli.json {
+                to_json(&json!({ "key": key, "values": values, "context": reply.context }))
+            } else {
+                let mut text = match values.as_slice() {
+                    [] => format!("{key} is absent\n"),
+                    [value] => format!("{value}\n"),
+                    values => {
+                        let mut text = format!("{} siblings:\n", values.len());
+                        for (i, value) in values.iter().enumerate() {
+                            text += &format!("[{}] {value}\n", i + 1);
+                        }
+                        text
+                    }
+                };
+                text += &format!("context: {}\n", reply.context);
+                text
+            }
+        }
+        Command::Put {
+            key,
+            value,
+            context,
+            w,
+        } => {
+            let mut request = PutRequest::new(key.clone().into_bytes(), read_value(value)?);
+            request.context.clone_from(context);
+            request.w = w.map(|w| w as usize);
+            let reply = client.put_with(request).await.map_err(rpc_error)?;
+            written(cli.json, key, &reply.context)
+        }
+        Command::Delete { key, context, w } => {
+            let mut request = PutRequest::delete(key.clone().into_bytes());
+            request.context.clone_from(context);
+            request.w = w.map(|w| w as usize);
+            let reply = client.put_with(request).await.map_err(rpc_error)?;
+            written(cli.json, key, &reply.context)
+        }
+        Command::Replicas { key } => {
+            let reply = client
+                .replicas(key.clone().into_bytes())
                 .await
                 .map_err(rpc_error)?;
+            if cli.json {
+                let replicas: Vec<_> = reply
+                    .replicas
+                    .iter()
+                    .map(|r| {
+                        json!({
+                            "node": r.node, "addr": r.addr, "role": r.role,
+                            "values": printable_all(&r.values),
+                            "context": r.context, "error": r.error,
+                        })
+                    })
+                    .collect();
+                to_json(&json!({ "key": key, "replicas": replicas }))
+            } else {
+                let mut text = String::new();
+                for r in &reply.replicas {
+                    text += &format!("{} {} ({}): ", r.node, r.addr, r.role);
+                    text += &match &r.error {
+                        Some(error) => format!("error: {error}\n"),
+                        None if r.values.is_empty() => "nothing\n".into(),
+                        None => format!("{}\n", printable_all(&r.values).join(" | ")),
+                    };
+                }
+                text
+            }
+        }
+        Command::Status => {
             let status = client.status().await.map_err(rpc_error)?;
-            let text = if cli.json {
-                serde_json::to_string(&status).expect("plain data encodes")
+            if cli.json {
+                to_json(&status)
             } else {
                 let row = |c: [&str; 6]| {
                     format!(
@@ -181,17 +295,12 @@ async fn run(cli: &Cli) -> CliResult {
                     text += &row([&n.id, &n.addr, &n.status, &weight, &n.zone, &partitions]);
                 }
                 text
-            };
-            print_out(&text);
-            Ok(())
+            }
         }
         Command::Ring => {
-            let client = Client::connect(&cli.node, timeout)
-                .await
-                .map_err(rpc_error)?;
             let ring = client.ring().await.map_err(rpc_error)?;
-            let text = if cli.json {
-                serde_json::to_string(&ring).expect("plain data encodes")
+            if cli.json {
+                to_json(&ring)
             } else {
                 let mut text = format!(
                     "ring version {} digest {} ({} partitions)\n",
@@ -203,18 +312,21 @@ async fn run(cli: &Cli) -> CliResult {
                     text += &format!("{:>6}  {}\n", p.id, p.nodes.join(" "));
                 }
                 text
-            };
-            print_out(&text);
-            Ok(())
+            }
         }
-        // The key-value request path is the next piece of work; until it lands these
-        // commands say so instead of pretending.
-        other => Err((
-            format!(
-                "`{}` is not served by this build of dotkv-server yet (the request path is not in it)",
-                other.name()
-            ),
-            "unavailable",
-        )),
+        Command::Join { .. } | Command::Leave | Command::Bench { .. } => {
+            unreachable!("answered above")
+        }
+    };
+    print_out(&text);
+    Ok(())
+}
+
+/// The output of a put or delete.
+fn written(json: bool, key: &str, context: &str) -> String {
+    if json {
+        to_json(&json!({ "key": key, "context": context }))
+    } else {
+        format!("ok\ncontext: {context}\n")
     }
 }
