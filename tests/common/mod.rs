@@ -54,6 +54,31 @@ pub fn client_json(addr: &str, args: &[&str]) -> serde_json::Value {
     })
 }
 
+/// Runs `dotkv --node ADDR --json ARGS` with `stdin` as its input; returns whether it
+/// exited 0, and its output parsed.
+pub fn client_run(addr: &str, args: &[&str], stdin: &[u8]) -> (bool, serde_json::Value) {
+    use std::io::Write;
+    let mut child = Command::new(binary("dotkv"))
+        .args(["--node", addr, "--json", "--timeout", "5000"])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run dotkv");
+    let mut input = child.stdin.take().expect("piped stdin");
+    // A refused argument may end the client before it reads stdin: ignore a broken pipe.
+    let _ = input.write_all(stdin);
+    drop(input);
+    let output = child.wait_with_output().expect("wait for dotkv");
+    let json = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "dotkv {args:?} printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&output.stdout)
+        )
+    });
+    (output.status.success(), json)
+}
+
 /// Polls `check` every 200 ms until it holds or `timeout` passes; returns whether it held.
 pub fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
@@ -171,3 +196,4 @@ impl Drop for Server {
         }
     }
 }
+pub mod harness;

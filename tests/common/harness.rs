@@ -1,0 +1,226 @@
+//! An in-process cluster: N nodes in one test over the in-memory network, each with its
+//! own memory store, gossip loop and coordinator, and the faults of a real cluster —
+//! crash and restart (the store survives, as a disk does), dropped and delayed messages,
+//! partitions.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dotkv_membership::{MembershipConfig, NodeState, NodeStatus, RingParams};
+use dotkv_replication::testing::MemNetwork;
+use dotkv_replication::{
+    Cluster, ClusterOptions, LimitsConfig, Node, Object, ReplicationConfig, decode_object,
+};
+use dotkv_storage::{MemoryStorage, Storage, StorageExt};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Partitions of the test rings: small, so that a ring builds at once.
+pub const PARTITIONS: u32 = 64;
+/// The deadline of a call between in-process nodes.
+pub const PEER_TIMEOUT: Duration = Duration::from_millis(300);
+
+/// One node of a [`TestCluster`].
+pub struct TestNode {
+    pub id: String,
+    pub addr: String,
+    store: Arc<MemoryStorage>,
+    /// `None` while crashed.
+    running: Option<Running>,
+}
+
+struct Running {
+    node: Node,
+    stop: watch::Sender<bool>,
+    gossip: JoinHandle<()>,
+}
+
+/// N in-process nodes over one [`MemNetwork`].
+pub struct TestCluster {
+    pub network: Arc<MemNetwork>,
+    pub nodes: Vec<TestNode>,
+    config: ReplicationConfig,
+    limits: LimitsConfig,
+}
+
+fn membership() -> MembershipConfig {
+    MembershipConfig {
+        gossip_interval_ms: 20,
+        phi_min_std_dev_ms: 50,
+        phi_acceptable_pause_ms: 200,
+        ..MembershipConfig::default()
+    }
+}
+
+impl TestCluster {
+    /// Starts `n` nodes (`n1`..) with the default N = 3, R = W = 2, and waits until every
+    /// node sees every other up with the same ring.
+    pub async fn start(n: usize) -> Self {
+        Self::start_with(n, ReplicationConfig::default(), LimitsConfig::default()).await
+    }
+
+    /// [`start`](Self::start) with the given replication settings and limits.
+    pub async fn start_with(n: usize, config: ReplicationConfig, limits: LimitsConfig) -> Self {
+        let mut cluster = Self {
+            network: MemNetwork::new(),
+            nodes: Vec::new(),
+            config,
+            limits,
+        };
+        for i in 1..=n {
+            cluster.nodes.push(TestNode {
+                id: format!("n{i}"),
+                addr: format!("mem:{i}"),
+                store: Arc::new(MemoryStorage::new()),
+                running: None,
+            });
+            cluster.boot(i - 1).await;
+        }
+        cluster.wait_converged().await;
+        cluster
+    }
+
+    async fn boot(&mut self, i: usize) {
+        let seeds = if i == 0 {
+            vec![]
+        } else {
+            vec![self.nodes[0].addr.clone()]
+        };
+        let config = self.config.clone();
+        let limits = self.limits.clone();
+        let entry = &self.nodes[i];
+        let transport = self.network.transport(&entry.addr, PEER_TIMEOUT);
+        let store: Arc<dyn Storage> = Arc::clone(&entry.store) as _;
+        let options = ClusterOptions {
+            node_id: entry.id.clone(),
+            entry: NodeState {
+                incarnation: 1,
+                heartbeat: 0,
+                addr: entry.addr.clone(),
+                status: NodeStatus::Up,
+                weight: 1,
+                zone: "z".into(),
+            },
+            seeds,
+            config: membership(),
+            params: RingParams {
+                replicas: config.n,
+                partitions: PARTITIONS,
+            },
+        };
+        let cluster = Cluster::start(options, Arc::clone(&store), Arc::clone(&transport) as _)
+            .await
+            .expect("start the membership");
+        let node = Node::new(cluster.clone(), store, transport, config, limits);
+        self.network.register(&entry.addr, node.clone());
+        let (stop, mut stopped) = watch::channel(false);
+        let gossip = tokio::spawn(async move {
+            cluster
+                .run(async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                })
+                .await;
+        });
+        self.nodes[i].running = Some(Running { node, stop, gossip });
+    }
+
+    /// The coordinator of node `i` (0-based). Panics if it is crashed.
+    pub fn node(&self, i: usize) -> &Node {
+        &self.nodes[i]
+            .running
+            .as_ref()
+            .expect("node is crashed")
+            .node
+    }
+
+    /// Waits (up to 10 s) until every running node sees every running node up, and all
+    /// agree on the ring.
+    pub async fn wait_converged(&self) {
+        let running: Vec<&TestNode> = self.nodes.iter().filter(|n| n.running.is_some()).collect();
+        for _ in 0..500 {
+            let converged = running.iter().all(|n| {
+                let node = &n.running.as_ref().expect("running").node;
+                let members = node.cluster().members();
+                running
+                    .iter()
+                    .all(|other| members.iter().any(|m| m.id == other.id && !m.down))
+            });
+            let digests: Vec<Option<u64>> = running
+                .iter()
+                .map(|n| {
+                    let node = &n.running.as_ref().expect("running").node;
+                    node.cluster().routing().map(|r| r.ring.digest())
+                })
+                .collect();
+            if converged && digests.windows(2).all(|w| w[0] == w[1]) && digests[0].is_some() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("the cluster did not converge within 10 s");
+    }
+
+    /// Kills node `i`: it stops answering (calls to it are refused); its store survives.
+    pub async fn crash(&mut self, i: usize) {
+        self.network.crash(&self.nodes[i].addr);
+        if let Some(running) = self.nodes[i].running.take() {
+            let _ = running.stop.send(true);
+            let _ = running.gossip.await;
+        }
+    }
+
+    /// Restarts node `i` on its store, and waits for the cluster to see it again.
+    pub async fn restart(&mut self, i: usize) {
+        self.boot(i).await;
+        self.wait_converged().await;
+    }
+
+    /// What node `i`'s own store holds for `key` (no network).
+    pub async fn stored(&self, i: usize, key: &[u8]) -> Option<Object> {
+        let routing = self
+            .nodes
+            .iter()
+            .find_map(|n| n.running.as_ref())?
+            .node
+            .cluster()
+            .routing()?;
+        let partition = routing.ring.partition_of(key);
+        self.nodes[i]
+            .store
+            .get_object(partition, key)
+            .await
+            .expect("read the store")
+            .map(|bytes| decode_object(&bytes, "test").expect("a decodable object"))
+    }
+
+    /// The indices (0-based) of `key`'s preference list.
+    pub fn owners(&self, key: &[u8]) -> Vec<usize> {
+        let routing = self.node(0).cluster().routing().expect("a ring");
+        let partition = routing.ring.partition_of(key);
+        routing
+            .ring
+            .preference_list(partition)
+            .iter()
+            .map(|&n| {
+                let id = routing.id(n);
+                self.nodes
+                    .iter()
+                    .position(|t| t.id == id)
+                    .expect("a member")
+            })
+            .collect()
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            if let Some(running) = node.running.take() {
+                let _ = running.stop.send(true);
+                running.gossip.abort();
+            }
+        }
+        // The nodes hold the network through their transports: break the cycle.
+        self.network.clear();
+    }
+}
