@@ -233,6 +233,14 @@ impl Client {
             .await
     }
 
+    /// Sends `payload` to the node and back (no storage, no replication).
+    pub async fn ping(&self, payload: Bytes) -> Result<Bytes, RpcError> {
+        self.inner
+            .ping(self.context(), payload)
+            .await
+            .map_err(|e| self.error(e))
+    }
+
     /// The members and their liveness as the node sees them.
     pub async fn status(&self) -> Result<StatusReply, RpcError> {
         self.inner

@@ -45,6 +45,10 @@ impl NodeService for NodeServer {
         self.node.read_replica(key).await
     }
 
+    async fn ping(self, _: Context, payload: Bytes) -> Bytes {
+        payload
+    }
+
     async fn status(self, _: Context) -> StatusReply {
         let cluster = self.node.cluster();
         let ring = cluster.ring();

@@ -25,6 +25,9 @@ pub(crate) trait NodeService {
     async fn write_replica(key: Bytes, object: Bytes) -> Result<(), Error>;
     /// This replica's object for a key (peers).
     async fn read_replica(key: Bytes) -> Result<Option<Bytes>, Error>;
+    /// Echoes `payload`: the round trip of the wire alone, the floor `dotkv bench
+    /// --workload ping` measures (clients).
+    async fn ping(payload: Bytes) -> Bytes;
 }
 
 /// The answer to `status`: `dotkv status --json` prints it.
