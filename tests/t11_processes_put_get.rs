@@ -192,6 +192,46 @@ fn scenario(profile: &str) {
         n3_holds("during")
     );
 
+    // The load generator: a short YCSB-A run over all three nodes, its JSON report.
+    let all = format!("{a},{b},{c}");
+    let report = ok(
+        a,
+        &[
+            "bench",
+            "--nodes",
+            &all,
+            "--workload",
+            "a",
+            "--keys",
+            "50",
+            "--ops",
+            "300",
+            "--concurrency",
+            "4",
+            "--value-size",
+            "100",
+        ],
+    );
+    assert_eq!(report["ops"], 300, "{report}");
+    assert!(report["throughput"].as_f64().is_some_and(|t| t > 0.0));
+    for field in ["p50", "p90", "p99", "p999", "max"] {
+        assert!(
+            report["latency_ms"][field].as_f64().is_some(),
+            "{field}: {report}"
+        );
+    }
+    assert!(
+        report["by_op"]["read"]["count"]
+            .as_u64()
+            .is_some_and(|n| n > 0)
+    );
+    assert!(
+        report["by_op"]["update"]["count"]
+            .as_u64()
+            .is_some_and(|n| n > 0)
+    );
+    assert_eq!(report["errors"], serde_json::json!({}), "{report}");
+
     for node in &mut nodes {
         node.server.signal("TERM");
         assert!(

@@ -1,12 +1,13 @@
 //! dotkv's binaries: `dotkv-server`, a node, and `dotkv`, the client CLI.
 //!
 //! This library holds what the two `main`s share and what is worth testing without a
-//! process: configuration loading ([`config`]), log setup ([`logging`]) and the node's
-//! start-up and shutdown ([`node`]). The Dynamo machinery itself lives in the `dotkv-*`
+//! process: configuration loading ([`config`]), log setup ([`logging`]), the node's
+//! start-up and shutdown ([`node`]) and the load generator ([`bench`]). The Dynamo machinery itself lives in the `dotkv-*`
 //! crates; nothing here decides anything about data.
 #![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
 #![deny(rustdoc::broken_intra_doc_links)]
 
+pub mod bench;
 pub mod config;
 pub mod logging;
 pub mod node;

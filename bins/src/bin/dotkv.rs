@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use clap::{Parser, Subcommand};
+use dotkv_bins::bench::{self, BenchOptions};
 use dotkv_replication::{GetRequest, PutRequest};
 use dotkv_rpc::{Client, RpcError};
 use serde_json::json;
@@ -85,11 +86,10 @@ enum Command {
     /// Make the node leave the cluster, handing its data off first.
     Leave,
     /// Generate load against the cluster and report throughput and latency.
-    Bench {
-        /// Load-generator options.
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
-    },
+    ///
+    /// Loads the key set first (unless --no-load), then runs the workload for --duration
+    /// seconds or --ops operations with --concurrency requests in flight.
+    Bench(BenchOptions),
 }
 
 impl Command {
@@ -103,7 +103,7 @@ impl Command {
             Self::Ring => "ring",
             Self::Join { .. } => "join",
             Self::Leave => "leave",
-            Self::Bench { .. } => "bench",
+            Self::Bench(_) => "bench",
         }
     }
 }
@@ -111,10 +111,17 @@ impl Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     dotkv_bins::logging::init("warn");
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    // The load generator wants every core; one request needs one thread.
+    let runtime = if matches!(cli.command, Command::Bench(_)) {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    };
+    let runtime = match runtime {
         Ok(runtime) => runtime,
         Err(error) => {
             return fail(
@@ -190,9 +197,20 @@ fn to_json(value: &impl serde::Serialize) -> String {
 
 async fn run(cli: &Cli) -> CliResult {
     let timeout = Duration::from_millis(cli.timeout);
-    if let Command::Join { .. } | Command::Leave | Command::Bench { .. } = &cli.command {
-        // Membership changes with data handoff and the load generator are later work; until
-        // they land these commands say so instead of pretending.
+    if let Command::Bench(options) = &cli.command {
+        let report = bench::run(options.clone(), &cli.node, timeout, cli.json)
+            .await
+            .map_err(|e| (format!("{e:#}"), "unavailable"))?;
+        print_out(&if cli.json {
+            to_json(&report)
+        } else {
+            bench::render(&report)
+        });
+        return Ok(());
+    }
+    if let Command::Join { .. } | Command::Leave = &cli.command {
+        // Membership changes with data handoff are later work; until they land these
+        // commands say so instead of pretending.
         return Err((
             format!(
                 "`{}` is not implemented by this build of dotkv yet",
@@ -314,7 +332,7 @@ async fn run(cli: &Cli) -> CliResult {
                 text
             }
         }
-        Command::Join { .. } | Command::Leave | Command::Bench { .. } => {
+        Command::Join { .. } | Command::Leave | Command::Bench(_) => {
             unreachable!("answered above")
         }
     };
