@@ -83,9 +83,52 @@ stop:
 client *args: build
     @target/debug/dotkv {{args}}
 
+# Every benchmark: the criterion micro-benchmarks, then the 3-node cluster benchmark.
+bench: bench-micro bench-cluster
+
 # Criterion micro-benchmarks (release build). Reports land in target/criterion.
-bench:
+bench-micro:
     cargo bench --workspace
+
+# A 3-node cluster on 127.0.0.1:7101-7103 (release build, LMDB, storage.sync = true,
+# N=3 R=2 W=2) driven by `dotkv bench`: 1 KiB values, 10 000 keys, 64 in flight,
+# workloads ping, w, a, c for SECONDS each. JSON reports land in target/bench/.
+bench-cluster seconds="10":
+    #!/usr/bin/env bash
+    set -euo pipefail
+    cargo build --release -p dotkv-bins
+    mkdir -p target/bench
+    data=$(mktemp -d target/bench/data.XXXXXX)
+    pids=()
+    cleanup() {
+        for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+        for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+        rm -rf "$data"
+    }
+    trap cleanup EXIT
+    nodes=127.0.0.1:7101,127.0.0.1:7102,127.0.0.1:7103
+    for i in 1 2 3; do
+        seeds=()
+        if [ "$i" -gt 1 ]; then seeds=(--seeds 127.0.0.1:7101); fi
+        target/release/dotkv-server --profile default --node-id "b$i" --listen "127.0.0.1:710$i" \
+            --data-dir "$data/b$i" "${seeds[@]}" > "target/bench/b$i.log" 2>&1 &
+        pids+=($!)
+    done
+    for attempt in $(seq 1 100); do
+        up=$(target/release/dotkv --node 127.0.0.1:7103 --json status 2>/dev/null \
+            | grep -o '"status":"up"' | wc -l) || up=0
+        [ "$up" -eq 3 ] && break
+        sleep 0.3
+    done
+    echo "cluster: 3 nodes, LMDB, storage.sync = true, N=3 R=2 W=2; $(nproc) cores"
+    for workload in ping w a c; do
+        extra=()
+        if [ "$workload" = c ]; then extra=(--no-load); fi
+        target/release/dotkv --json bench --nodes "$nodes" --workload "$workload" \
+            --keys 10000 --value-size 1024 --concurrency 64 --duration {{seconds}} \
+            --r 2 --w 2 "${extra[@]}" > "target/bench/cluster-$workload.json"
+        python3 benches/summarize.py "target/bench/cluster-$workload.json"
+    done
 
 # API docs for the workspace.
 doc:
