@@ -147,7 +147,10 @@ impl MemTransport {
             reason: "connection refused (no node at this address)".into(),
         })?;
         let delivery = async {
-            tokio::time::sleep(delay).await;
+            // Even a zero sleep waits for the timer's next millisecond tick.
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
             handler(node).await
         };
         let result = tokio::time::timeout(self.timeout, delivery)
