@@ -94,7 +94,8 @@ async fn delete_leaves_a_tombstone_and_reads_absent_with_a_context() {
     let read = cluster.node(1).get(GetRequest::new("k")).await.unwrap();
     let deleted = cluster
         .node(2)
-        .put(PutRequest::delete("k").with_context(read.context))
+        // W = 3: every replica has the tombstone when the delete returns.
+        .put(PutRequest::delete("k").with_context(read.context).with_w(3))
         .await
         .unwrap();
     let after = cluster

@@ -64,7 +64,7 @@ async fn read_repair_brings_a_stale_replica_up_to_date() {
     let mut cluster = TestCluster::start(3).await;
     cluster
         .node(0)
-        .put(PutRequest::new("k", "old"))
+        .put(PutRequest::new("k", "old").with_w(3))
         .await
         .unwrap();
     cluster.crash(2).await;
