@@ -55,8 +55,9 @@ pub struct ClusterOptions {
 pub struct Routing {
     /// The ring of the current view.
     pub ring: Ring,
-    /// Each ring member's address, by [`NodeIndex`].
-    pub addrs: Vec<String>,
+    /// Each ring member's address, by [`NodeIndex`]; shared so that a request's replica
+    /// calls take a refcount, not a copy.
+    pub addrs: Vec<Arc<str>>,
     /// This node's index in the ring, if it is a member.
     pub me: Option<NodeIndex>,
 }
@@ -65,6 +66,11 @@ impl Routing {
     /// The address of ring member `node`.
     pub fn addr(&self, node: NodeIndex) -> &str {
         &self.addrs[usize::from(node)]
+    }
+
+    /// The address of ring member `node`, shared.
+    pub fn shared_addr(&self, node: NodeIndex) -> Arc<str> {
+        Arc::clone(&self.addrs[usize::from(node)])
     }
 
     /// The id of ring member `node`.
@@ -178,15 +184,10 @@ impl Cluster {
         let current = self.routing();
         let next = self.with(|g| {
             let ring = g.ring()?;
-            let addrs: Vec<String> = ring
+            let addrs: Vec<Arc<str>> = ring
                 .members()
                 .iter()
-                .map(|m| {
-                    g.state()
-                        .get(&m.id)
-                        .map(|e| e.addr.clone())
-                        .unwrap_or_default()
-                })
+                .map(|m| g.state().get(&m.id).map_or("", |e| e.addr.as_str()).into())
                 .collect();
             let unchanged = current.as_ref().is_some_and(|r| {
                 r.ring.digest() == ring.digest()

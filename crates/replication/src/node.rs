@@ -91,7 +91,8 @@ impl Node {
     /// a malformed context (nothing is stored); [`Error::TooManySiblings`];
     /// [`Error::QuorumNotReached`] with fewer than W acknowledgements;
     /// [`Error::Unavailable`] when no preference-list node can coordinate.
-    #[tracing::instrument(skip_all, fields(key = %String::from_utf8_lossy(&request.key)))]
+    // Debug level: an enabled span per request costs a key copy and registry work.
+    #[tracing::instrument(level = "debug", skip_all, fields(key = %String::from_utf8_lossy(&request.key)))]
     pub async fn put(&self, request: PutRequest) -> Result<PutReply> {
         self.check_key(&request.key)?;
         if let Some(value) = &request.value {
@@ -128,7 +129,8 @@ impl Node {
     ///
     /// [`Error::InvalidArgument`] for a key over the limit or an R outside 1..=N;
     /// [`Error::QuorumNotReached`] with fewer than R replies.
-    #[tracing::instrument(skip_all, fields(key = %String::from_utf8_lossy(&request.key)))]
+    // Debug level: an enabled span per request costs a key copy and registry work.
+    #[tracing::instrument(level = "debug", skip_all, fields(key = %String::from_utf8_lossy(&request.key)))]
     pub async fn get(&self, request: GetRequest) -> Result<GetReply> {
         self.check_key(&request.key)?;
         let r = self.quorum_size(request.r, self.0.config.r, "r")?;
@@ -351,7 +353,7 @@ impl Node {
     async fn update_local(
         &self,
         partition: u32,
-        key: &[u8],
+        key: &Bytes,
         context: VersionVector,
         value: Value,
     ) -> Result<(Vec<u8>, VersionVector)> {
@@ -361,7 +363,8 @@ impl Node {
         // object's context here for the reply.
         let joined = Arc::new(Mutex::new(VersionVector::new()));
         let slot = Arc::clone(&joined);
-        let key_text = String::from_utf8_lossy(key).into_owned();
+        // The key's text is needed only for the error: a refcount, not a copy, per write.
+        let key_bytes = key.clone();
         let update: UpdateFn = Box::new(move |current: Option<&[u8]>| {
             let stored = match current {
                 Some(bytes) => decode_object(bytes, "the local store").map_err(abort)?,
@@ -371,13 +374,17 @@ impl Node {
             let count = updated.size();
             if count > max {
                 return Err(abort(Error::TooManySiblings {
-                    key: key_text,
+                    key: String::from_utf8_lossy(&key_bytes).into_owned(),
                     count,
                     max,
                 }));
             }
             if count > max / 4 && count > 1 {
-                tracing::warn!(key = key_text, siblings = count, "many sibling values");
+                tracing::warn!(
+                    key = %String::from_utf8_lossy(&key_bytes),
+                    siblings = count,
+                    "many sibling values"
+                );
             }
             *slot.lock().expect("context slot poisoned") = context_of(&updated);
             Ok(Update::Put(encode_object(&updated)))
@@ -444,7 +451,7 @@ impl Node {
                 (node, held)
             });
         }
-        let addr = routing.addr(node).to_owned();
+        let addr = routing.shared_addr(node);
         Box::pin(async move {
             let held = match this.0.transport.read_replica(&addr, key).await {
                 Ok(held) => held.map(|bytes| decode_object(&bytes, &addr)).transpose(),
@@ -463,7 +470,7 @@ impl Node {
         object: Bytes,
     ) -> BoxFuture<'static, ReplicaWrite> {
         let transport = Arc::clone(&self.0.transport);
-        let addr = routing.addr(node).to_owned();
+        let addr = routing.shared_addr(node);
         Box::pin(async move { (node, transport.write_replica(&addr, key, object).await) })
     }
 
