@@ -1,8 +1,8 @@
 //! The request path with real processes on loopback, driven by the `dotkv` binary: three
 //! `dotkv-server`s (once on LMDB, once on SQLite) serve puts, gets, siblings, contexts and
 //! deletes through every node; bad input is refused with `invalid_argument` and stores
-//! nothing; with one node killed (`kill -9`) R = 2 / W = 2 are still served, and the node
-//! restarts with its data.
+//! nothing; with one node stopped (`SIGSTOP`) or killed (`kill -9`) R = 2 / W = 2 are
+//! still served, and the killed node restarts with its data.
 
 mod common;
 
@@ -146,6 +146,14 @@ fn scenario(profile: &str) {
     let error = refused(a, &["put", "k", "v", "--w", "4"], b"");
     assert_eq!(error["kind"], "invalid_argument", "{error}");
     assert!(sorted_values(&ok(a, &["get", "k", "--r", "3"])).is_empty());
+
+    // SIGSTOP one node: it neither answers nor refuses. W = 2 and R = 2 are served by the
+    // other two; after SIGCONT it takes writes again.
+    nodes[1].server.signal("STOP");
+    ok(a, &["put", "paused", "v", "--w", "2"]);
+    assert_eq!(sorted_values(&ok(c, &["get", "paused", "--r", "2"])), ["v"]);
+    nodes[1].server.signal("CONT");
+    ok(b, &["put", "paused", "after", "--w", "3"]);
 
     // Every node holds the key written before the kill.
     ok(a, &["put", "durable", "before-kill", "--w", "3"]);
