@@ -14,11 +14,15 @@ use dotkv_membership::{NodeState, NodeStatus, RingParams};
 use dotkv_replication::{Cluster, ClusterOptions, Node};
 use dotkv_rpc::TarpcTransport;
 use dotkv_storage::{Storage, StorageExt};
+use dotkv_versioning::ReplicaId;
 
 use crate::config::ServerConfig;
 
 /// The meta entry that holds the node's id.
 const META_NODE_ID: &str = "node_id";
+/// The meta entry that holds the store's replica epoch: a random number made with the
+/// store, part of the replica id the node's writes get dots of.
+const META_REPLICA_EPOCH: &str = "replica_epoch";
 
 /// Runs a node until `shutdown` completes, then closes its store.
 pub async fn run(
@@ -68,10 +72,12 @@ async fn serve(
         },
     };
     let cluster = Cluster::start(options, Arc::clone(store), Arc::clone(&transport) as _).await?;
+    let replica = replica_id(store.as_ref(), &node_id).await?;
     let node = Node::new(
         cluster.clone(),
         Arc::clone(store),
         transport,
+        replica,
         config.replication.clone(),
         config.limits.clone(),
     );
@@ -146,6 +152,27 @@ pub async fn establish_identity(
     }
 }
 
+/// The replica id of this node's writes: its id and the store's epoch, made once with the
+/// store. A node whose data dir is lost comes back, under the same node id, with a new
+/// epoch and so a new replica id: it cannot mint a dot (id, counter) its old store used
+/// for another value, which other replicas would take for the same write.
+async fn replica_id(store: &dyn Storage, node_id: &str) -> anyhow::Result<ReplicaId> {
+    let epoch = match store.get_meta(META_REPLICA_EPOCH).await? {
+        Some(bytes) => String::from_utf8(bytes).context("the stored replica epoch is not UTF-8")?,
+        None => {
+            let epoch = format!(
+                "{:016x}",
+                RandomState::new().hash_one(std::time::SystemTime::now())
+            );
+            store
+                .put_meta(META_REPLICA_EPOCH, epoch.clone().into_bytes())
+                .await?;
+            epoch
+        }
+    };
+    Ok(ReplicaId::from_name(&format!("{node_id}/{epoch}")))
+}
+
 /// `n-` and 12 hex digits from the process's random hasher seed.
 fn random_node_id() -> String {
     let seed = RandomState::new().hash_one((std::process::id(), std::time::SystemTime::now()));
@@ -157,6 +184,15 @@ mod tests {
     use dotkv_storage::MemoryStorage;
 
     use super::*;
+
+    #[tokio::test]
+    async fn the_replica_id_is_stable_for_a_store_and_new_for_a_new_one() {
+        let store = MemoryStorage::new();
+        let first = replica_id(&store, "n1").await.unwrap();
+        assert_eq!(replica_id(&store, "n1").await.unwrap(), first);
+        let wiped = MemoryStorage::new();
+        assert_ne!(replica_id(&wiped, "n1").await.unwrap(), first);
+    }
 
     #[tokio::test]
     async fn identity_is_stored_once_and_guarded() {

@@ -12,6 +12,7 @@ use dotkv_replication::{
     Cluster, ClusterOptions, LimitsConfig, Node, Object, ReplicationConfig, decode_object,
 };
 use dotkv_storage::{MemoryStorage, Storage, StorageExt};
+use dotkv_versioning::ReplicaId;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -111,7 +112,9 @@ impl TestCluster {
         let cluster = Cluster::start(options, Arc::clone(&store), Arc::clone(&transport) as _)
             .await
             .expect("start the membership");
-        let node = Node::new(cluster.clone(), store, transport, config, limits);
+        // The store survives a crash here, so the node id alone is a unique replica id.
+        let replica = ReplicaId::from_name(&entry.id);
+        let node = Node::new(cluster.clone(), store, transport, replica, config, limits);
         self.network.register(&entry.addr, node.clone());
         let (stop, mut stopped) = watch::channel(false);
         let gossip = tokio::spawn(async move {

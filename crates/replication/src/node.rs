@@ -35,8 +35,9 @@ pub struct Node(Arc<NodeInner>);
 
 #[derive(Debug)]
 struct NodeInner {
-    /// This node's id, and the replica id its writes get dots of.
+    /// This node's id.
     id: String,
+    /// The replica id its writes get dots of (see [`Node::new`]).
     replica: ReplicaId,
     /// Membership: the ring and the members' liveness.
     cluster: Cluster,
@@ -53,17 +54,20 @@ type ReplicaWrite = (NodeIndex, Result<(), TransportError>);
 
 impl Node {
     /// A node serving requests with `cluster`'s view, `store` for its replicas and
-    /// `transport` to reach its peers.
+    /// `transport` to reach its peers. `replica` is the id its writes get dots of: it must
+    /// be unique to this store, so that a node that comes back with an empty store under
+    /// the same node id cannot mint dots that its old self already used.
     pub fn new(
         cluster: Cluster,
         store: Arc<dyn Storage>,
         transport: Arc<dyn Transport>,
+        replica: ReplicaId,
         config: ReplicationConfig,
         limits: LimitsConfig,
     ) -> Self {
         let id = cluster.node_id();
         Self(Arc::new(NodeInner {
-            replica: ReplicaId::from_name(&id),
+            replica,
             id,
             cluster,
             store,

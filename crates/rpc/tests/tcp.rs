@@ -43,6 +43,7 @@ async fn node(id: &str, seeds: Vec<String>) -> (Cluster, String, tokio::sync::on
         cluster.clone(),
         store,
         transport,
+        dotkv_versioning::ReplicaId::from_name(id),
         config,
         LimitsConfig::default(),
     );
