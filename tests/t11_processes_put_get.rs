@@ -200,6 +200,26 @@ fn scenario(profile: &str) {
         n3_holds("during")
     );
 
+    // n3 loses its data dir and comes back empty under the same node id. Its new writes
+    // get a new replica id (the store's epoch), so they cannot reuse a dot its old store
+    // gave an earlier write: both writes survive as siblings.
+    ok(c, &["put", "reborn", "before-wipe", "--w", "3"]);
+    nodes[2].server.signal("KILL");
+    nodes[2].server.wait_exit(WAIT);
+    let wiped = format!("{}-wiped", nodes[2].dir);
+    nodes[2].server = start(profile, "n3", c, &wiped, Some(a));
+    assert!(
+        eventually(WAIT, || up_count(c) == 3 && up_count(a) == 3),
+        "n3 did not come back"
+    );
+    ok(c, &["put", "reborn", "after-wipe", "--w", "3"]);
+    let read = ok(a, &["get", "reborn", "--r", "3"]);
+    assert_eq!(
+        sorted_values(&read),
+        ["after-wipe", "before-wipe"],
+        "{read}"
+    );
+
     // The load generator: a short YCSB-A run over all three nodes, its JSON report.
     let all = format!("{a},{b},{c}");
     let report = ok(

@@ -328,9 +328,10 @@ impl TarpcTransport {
         self.peers.lock().expect("peer map poisoned")
     }
 
-    async fn client(&self, addr: &str) -> Result<Client, RpcError> {
+    /// The connection to `addr`, and whether it was opened by this call.
+    async fn client(&self, addr: &str) -> Result<(Client, bool), RpcError> {
         let previous_backoff = match self.peers().get(addr) {
-            Some(Peer::Connected(client)) => return Ok(client.clone()),
+            Some(Peer::Connected(client)) => return Ok((client.clone(), false)),
             Some(Peer::Backoff { retry_at, backoff }) => {
                 if let Some(left) = retry_at.checked_duration_since(Instant::now()) {
                     return Err(RpcError::Unavailable {
@@ -350,10 +351,10 @@ impl TarpcTransport {
                 let mut peers = self.peers();
                 // Another call may have connected meanwhile: keep one connection.
                 if let Some(Peer::Connected(existing)) = peers.get(addr) {
-                    return Ok(existing.clone());
+                    return Ok((existing.clone(), false));
                 }
                 peers.insert(addr.into(), Peer::Connected(client.clone()));
-                Ok(client)
+                Ok((client, true))
             }
             Err(error) => {
                 let backoff = previous_backoff.map_or(MIN_BACKOFF, |b| (b * 2).min(MAX_BACKOFF));
@@ -371,20 +372,36 @@ impl TarpcTransport {
 
     /// Runs one call on `addr`'s connection. A broken connection is dropped so that the
     /// next call reconnects; a timeout keeps it (a slow peer is not a dead connection).
-    async fn call<T, F, Fut>(&self, addr: &str, call: F) -> Result<T, TransportError>
+    ///
+    /// A kept connection can be dead without anyone knowing (the peer restarted since the
+    /// last call): when a call on a connection that this call did not open fails that way,
+    /// it is made once more on a fresh connection. Only idempotent calls may pass
+    /// `retry` (a replica merge or read, a gossip step).
+    async fn call<T, F, Fut>(&self, addr: &str, retry: bool, call: F) -> Result<T, TransportError>
     where
-        F: FnOnce(Client) -> Fut + Send,
+        F: Fn(Client) -> Fut + Send + Sync,
         Fut: Future<Output = Result<T, RpcError>> + Send,
     {
-        let client = self.client(addr).await?;
-        let result = call(client).await;
+        let (client, fresh) = self.client(addr).await?;
+        let mut result = call(client).await;
         if let Err(RpcError::Unavailable { .. }) = &result {
-            let mut peers = self.peers();
-            if let Some(Peer::Connected(_)) = peers.get(addr) {
-                peers.remove(addr);
+            self.drop_connection(addr);
+            if retry && !fresh {
+                let (client, _) = self.client(addr).await?;
+                result = call(client).await;
+                if let Err(RpcError::Unavailable { .. }) = &result {
+                    self.drop_connection(addr);
+                }
             }
         }
         result.map_err(TransportError::from)
+    }
+
+    fn drop_connection(&self, addr: &str) {
+        let mut peers = self.peers();
+        if let Some(Peer::Connected(_)) = peers.get(addr) {
+            peers.remove(addr);
+        }
     }
 }
 
@@ -395,8 +412,11 @@ impl Transport for TarpcTransport {
         addr: &str,
         request: GossipRequest,
     ) -> Result<GossipResponse, TransportError> {
-        self.call(addr, |client| async move { client.gossip(request).await })
-            .await
+        self.call(addr, true, |client| {
+            let request = request.clone();
+            async move { client.gossip(request).await }
+        })
+        .await
     }
 
     async fn write_replica(
@@ -405,15 +425,20 @@ impl Transport for TarpcTransport {
         key: Bytes,
         object: Bytes,
     ) -> Result<(), TransportError> {
-        self.call(addr, |client| async move {
-            client.write_replica(key, object).await
+        // A merge is idempotent: sending it twice stores it once.
+        self.call(addr, true, |client| {
+            let (key, object) = (key.clone(), object.clone());
+            async move { client.write_replica(key, object).await }
         })
         .await
     }
 
     async fn read_replica(&self, addr: &str, key: Bytes) -> Result<Option<Bytes>, TransportError> {
-        self.call(addr, |client| async move { client.read_replica(key).await })
-            .await
+        self.call(addr, true, |client| {
+            let key = key.clone();
+            async move { client.read_replica(key).await }
+        })
+        .await
     }
 
     async fn forward_put(
@@ -421,7 +446,12 @@ impl Transport for TarpcTransport {
         addr: &str,
         request: PutRequest,
     ) -> Result<PutReply, TransportError> {
-        self.call(addr, |client| async move { client.put_with(request).await })
-            .await
+        // Not retried: a write coordinated twice would be two siblings. The forwarding
+        // node tries the next owner instead.
+        self.call(addr, false, |client| {
+            let request = request.clone();
+            async move { client.put_with(request).await }
+        })
+        .await
     }
 }
