@@ -179,34 +179,38 @@ impl Cluster {
             .clone()
     }
 
-    /// Replaces the routing snapshot if the ring or an address changed.
+    /// Replaces the routing snapshot if the ring or an address changed. The snapshot is
+    /// computed and stored under the gossiper's mutex, so that two concurrent refreshes
+    /// cannot store an older view over a newer one (lock order: gossiper, then routing;
+    /// readers take only the routing lock).
     fn refresh_routing(&self) {
-        let current = self.routing();
-        let next = self.with(|g| {
-            let ring = g.ring()?;
+        self.with(|g| {
+            let Some(ring) = g.ring() else {
+                return;
+            };
             let addrs: Vec<Arc<str>> = ring
                 .members()
                 .iter()
                 .map(|m| g.state().get(&m.id).map_or("", |e| e.addr.as_str()).into())
                 .collect();
-            let unchanged = current.as_ref().is_some_and(|r| {
+            let mut routing = self
+                .0
+                .routing
+                .write()
+                .expect("routing lock poisoned: a panic while replacing it");
+            let unchanged = routing.as_ref().is_some_and(|r| {
                 r.ring.digest() == ring.digest()
                     && r.ring.version() == ring.version()
                     && r.addrs == addrs
             });
-            (!unchanged).then(|| Routing {
-                ring: ring.clone(),
-                me: ring.index_of(g.id()),
-                addrs,
-            })
+            if !unchanged {
+                *routing = Some(Arc::new(Routing {
+                    ring: ring.clone(),
+                    me: ring.index_of(g.id()),
+                    addrs,
+                }));
+            }
         });
-        if let Some(next) = next {
-            *self
-                .0
-                .routing
-                .write()
-                .expect("routing lock poisoned: a panic while replacing it") = Some(Arc::new(next));
-        }
     }
 
     /// Whether this node's failure detector convicts member `id` now.
