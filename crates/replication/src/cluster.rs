@@ -230,11 +230,6 @@ impl Cluster {
         self.with(|g| g.id().to_owned())
     }
 
-    /// The ring of the current view.
-    pub fn ring(&self) -> Option<Ring> {
-        self.with(|g| g.ring().cloned())
-    }
-
     /// One gossip exchange with one peer.
     pub async fn gossip_round(&self) {
         let now = self.now();

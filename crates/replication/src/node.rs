@@ -82,11 +82,6 @@ impl Node {
         &self.0.cluster
     }
 
-    /// The node's store.
-    pub fn store(&self) -> &Arc<dyn Storage> {
-        &self.0.store
-    }
-
     /// Writes or deletes a key (see the module docs for the protocol).
     ///
     /// # Errors
@@ -221,8 +216,7 @@ impl Node {
         let incoming = dotkv_versioning::decode::<Value>(&object)
             .map_err(|error| Error::InvalidArgument(format!("replica object: {error}")))?;
         let partition = self.partition_of(&key)?;
-        self.merge_local(partition, &key, incoming, Some(object))
-            .await
+        self.merge_local(partition, &key, incoming, object).await
     }
 
     /// A peer's replica read: the encoded object this node holds for `key`.
@@ -405,24 +399,21 @@ impl Node {
     }
 
     /// Merges `incoming` into this node's replica of `key`. `encoded` is `incoming`'s
-    /// encoding when the caller has it, stored as is when the replica holds nothing.
+    /// encoding, stored as is when the replica holds nothing.
     async fn merge_local(
         &self,
         partition: u32,
         key: &[u8],
         incoming: Object,
-        encoded: Option<Bytes>,
+        encoded: Bytes,
     ) -> Result<()> {
         let update: UpdateFn = Box::new(move |current: Option<&[u8]>| {
-            let stored = current
-                .map(|bytes| decode_object(bytes, "the local store"))
-                .transpose()
-                .map_err(abort)?;
-            Ok(match merge_into(stored.as_ref(), &incoming) {
+            let Some(current) = current else {
+                return Ok(Update::Put(Vec::from(encoded)));
+            };
+            let stored = decode_object(current, "the local store").map_err(abort)?;
+            Ok(match merge_into(&stored, &incoming) {
                 None => Update::Keep,
-                Some(_) if stored.is_none() && encoded.is_some() => {
-                    Update::Put(encoded.map(Vec::from).unwrap_or_default())
-                }
                 Some(merged) => Update::Put(encode_object(&merged)),
             })
         });
@@ -509,7 +500,7 @@ impl Node {
         for node in stale {
             tracing::debug!(replica = routing.id(node), "read repair");
             let result = if Some(node) == routing.me {
-                self.merge_local(partition, &key, merged.clone(), Some(object.clone()))
+                self.merge_local(partition, &key, merged.clone(), object.clone())
                     .await
             } else {
                 self.write_to(&routing, node, key.clone(), object.clone())

@@ -50,14 +50,9 @@ pub(crate) fn live_values(object: &Object) -> Vec<Bytes> {
 /// Merges `incoming` into the `stored` object (replica synchronization). Returns `None`
 /// when the stored object already knows everything `incoming` does, so that nothing is
 /// written.
-pub(crate) fn merge_into(stored: Option<&Object>, incoming: &Object) -> Option<Object> {
-    match stored {
-        None => Some(incoming.clone()),
-        Some(stored) => {
-            let merged = stored.sync(incoming);
-            (merged != *stored).then_some(merged)
-        }
-    }
+pub(crate) fn merge_into(stored: &Object, incoming: &Object) -> Option<Object> {
+    let merged = stored.sync(incoming);
+    (merged != *stored).then_some(merged)
 }
 
 /// Whether a replica holding `held` (or nothing) lacks something of `complete`.

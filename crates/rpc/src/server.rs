@@ -51,14 +51,14 @@ impl NodeService for NodeServer {
 
     async fn status(self, _: Context) -> StatusReply {
         let cluster = self.node.cluster();
-        let ring = cluster.ring();
-        let loads = ring.as_ref().map(|r| r.loads()).unwrap_or_default();
+        let routing = cluster.routing();
+        let ring = routing.as_ref().map(|r| &r.ring);
+        let loads = ring.map(|r| r.loads()).unwrap_or_default();
         let nodes = cluster
             .members()
             .into_iter()
             .map(|m| {
                 let partitions = ring
-                    .as_ref()
                     .and_then(|r| r.index_of(&m.id))
                     .map_or(0, |i| loads[usize::from(i)]);
                 NodeView {
@@ -79,13 +79,14 @@ impl NodeService for NodeServer {
     }
 
     async fn ring(self, _: Context) -> RingReply {
-        let Some(ring) = self.node.cluster().ring() else {
+        let Some(routing) = self.node.cluster().routing() else {
             return RingReply {
                 version: 0,
                 digest: String::new(),
                 partitions: vec![],
             };
         };
+        let ring = &routing.ring;
         let partitions = (0..ring.partitions())
             .map(|id| PartitionView {
                 id,
