@@ -34,13 +34,7 @@ fn start(profile: &str, id: &str, addr: &str, dir: &str, seed: Option<&str>) -> 
     if let Some(seed) = seed {
         args.extend(["--seeds", seed]);
     }
-    let mut server = Server::start(&args, &[]);
-    assert!(
-        server.wait_for_log("node ready", WAIT).is_some(),
-        "{id}: {}",
-        server.log_text()
-    );
-    server
+    Server::start_ready(&args, WAIT)
 }
 
 fn up_count(addr: &str) -> usize {

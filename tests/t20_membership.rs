@@ -26,13 +26,7 @@ fn start(id: &'static str, addr: &str, dir: &str, seeds: Option<&str>, with_id: 
     if let Some(seeds) = seeds {
         args.extend(["--seeds", seeds]);
     }
-    let mut server = Server::start(&args, &[]);
-    assert!(
-        server.wait_for_log("node ready", WAIT).is_some(),
-        "{id}: {}",
-        server.log_text()
-    );
-    server
+    Server::start_ready(&args, WAIT)
 }
 
 /// The status of member `id` as the node at `addr` reports it, if listed.

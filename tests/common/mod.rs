@@ -132,6 +132,18 @@ impl Server {
         }
     }
 
+    /// Starts `dotkv-server ARGS` and waits (up to `timeout`) for its "node ready" line;
+    /// panics with its log if it does not come.
+    pub fn start_ready(args: &[&str], timeout: Duration) -> Self {
+        let mut server = Self::start(args, &[]);
+        assert!(
+            server.wait_for_log("node ready", timeout).is_some(),
+            "dotkv-server {args:?} did not get ready: {}",
+            server.log_text()
+        );
+        server
+    }
+
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
