@@ -23,14 +23,14 @@ const MAX_ROUNDS: usize = 200;
 
 /// The members' zones as small integers, and whether the zone rule applies (at least `r`
 /// distinct zones).
-struct Zones {
-    of: Vec<usize>,
-    count: usize,
-    rule: bool,
+pub(crate) struct Zones {
+    pub(crate) of: Vec<usize>,
+    pub(crate) count: usize,
+    pub(crate) rule: bool,
 }
 
 impl Zones {
-    fn new(members: &[Member], replicas: usize) -> Self {
+    pub(crate) fn new(members: &[Member], replicas: usize) -> Self {
         let mut names: Vec<&str> = members.iter().map(|m| m.zone.as_str()).collect();
         names.sort_unstable();
         names.dedup();
@@ -236,7 +236,7 @@ impl Assignment<'_> {
 /// The bounds are checked with that very expression, not just rounded: at a target such
 /// as 4096 × 5/84, `target + slack` is 256 in exact arithmetic but rounds differently
 /// from `256 - target <= slack`, and the two must agree.
-fn bounds(targets: &[f64]) -> (Vec<usize>, Vec<usize>) {
+pub(crate) fn bounds(targets: &[f64]) -> (Vec<usize>, Vec<usize>) {
     let within = |load: usize, t: f64| (load as f64 - t).abs() <= (0.05 * t).max(1.0);
     let slack = |t: f64| (0.05 * t).max(1.0);
     let low = targets

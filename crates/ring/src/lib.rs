@@ -11,44 +11,67 @@
 //!                                                 --Ring::fallbacks-------> [n2, n5, ...]
 //! ```
 //!
-//! # The assignment
+//! # Two ways to a ring
 //!
-//! [`Ring::build`] is a pure function of the members (id, weight, zone), `N` and `Q`:
-//! members are sorted by id first, so every node that sees the same members computes the
-//! same ring, whatever order it learned them in. It must give
+//! - [`Ring::build`] is a pure function of the members (id, weight, zone), `N` and `Q`:
+//!   members are sorted by id first, so every node that sees the same members computes the
+//!   same ring, whatever order it learned them in.
+//! - [`Ring::next`] computes the ring that follows a given one when the members change,
+//!   moving only what the change forces. It is a pure function of the previous ring and
+//!   the new members, so nodes agree on its result only if they start from the same ring.
+//!
+//! Both give
 //!
 //! - *balance (heterogeneity)*: each node holds partition replicas in proportion to its
 //!   weight, within `max(1, 5%)` of its target;
-//! - *minimal movement (incremental scalability)*: adding or removing a node moves close
-//!   to the minimum number of partition replicas (the joining node's share);
 //! - *zones*: a partition's replicas lie in distinct zones when there are at least `N`.
 //!
-//! Why this algorithm: plain rendezvous (highest-random-weight) hashing moves exactly the
-//! joining node's partitions, but its balance is only statistical (±10% with 80 replicas a
-//! node), and a stateful "claim" algorithm (Riak) depends on the order of history, which
-//! nodes that learned members differently would not share. dotkv keeps rendezvous ranking
-//! and adds one *price* per node, found by a deterministic integer iteration: each
-//! partition takes the `N` nodes with the best `score(node, partition) + price(node)`
-//! (respecting zones), and the price of a node rises while it holds fewer replicas than
-//! its balance bound allows and falls while it holds more; nodes within their bounds keep
-//! their price. The hash scores that decide who wins a partition do not change when a node
-//! joins, so most of what moves is what the new node wins. A final repair pass moves
-//! single replicas from nodes above their bounds to nodes below, should the iteration
-//! stop short. Scores and prices are integers and the targets use only exactly rounded IEEE
-//! operations, so no two platforms can disagree on a ring.
+//! *Minimal movement (incremental scalability)* — adding or removing a node moves at most
+//! 1.3 × the ideal number of replicas — is met by `next` and **not** by `build`:
+//!
+//! | 32 equal nodes, N = 3, one joins | moved | joiner's share |
+//! | --- | --- | --- |
+//! | Q = 256, `build` for the new members | 52 | 23.3 |
+//! | Q = 256, `next` | 23 | 23.3 |
+//! | Q = 1024, `build` | 159 | 93.1 |
+//! | Q = 1024, `next` | 89 | 93.1 |
+//!
+//! Why: a stateless assignment that moves *only* the joiner's replicas is a ranking per
+//! partition (rendezvous hashing), and rankings balance only statistically (±√load: ±20%
+//! at 25 replicas a node, against a bound of ±1). Balancing them takes a correction that
+//! depends on every member, and one more member changes the correction everywhere: re-solving
+//! it moves replicas between old nodes. Every stateless scheme we tried trades one law for
+//! the other (rendezvous with prices, below; bounded-load hashing, whose movement grows as
+//! 1/ε² of the balance slack). Riak's claim and Swift's ring builder keep the ring as
+//! state and compute each ring from the last; `next` does the same.
+//!
+//! `build` keeps rendezvous ranking and adds one *price* per node, found by a deterministic
+//! integer iteration: each partition takes the `N` nodes with the best
+//! `score(node, partition) + price(node)` (respecting zones), and the price of a node moves
+//! while it holds more or fewer replicas than its bound allows. The result is then settled
+//! (see `next`'s steps) so that loads sit near the middle of their bounds, which leaves
+//! the next transition room. Scores and prices are integers and the targets use only exactly
+//! rounded IEEE operations, so no two platforms can disagree on a ring.
+//!
+//! `next` keeps every surviving replica, fills the holes a departed node left with the
+//! nodes furthest below their targets, and then moves single replicas from the nodes
+//! furthest above their targets to those furthest below, until every load is within its
+//! bound and no two nodes are more than 1.5 slack units apart (the hysteresis keeps a join's
+//! small shift of every target from moving replicas between old nodes).
 //!
 //! # Laws (checked by the property tests)
 //!
 //! - Every partition has `min(N, members)` distinct owners, in distinct zones when there
-//!   are at least that many zones.
-//! - Each node's replica count is within `max(1, 5%)` of its target.
-//! - The ring is the same for any permutation of the members.
-//! - Adding or removing one node moves at most 1.3 × the ideal number of replicas —
-//!   **met for small clusters (≤ 10 nodes at N = 3, Q ≥ 256), not yet in general**: when a
-//!   node holds only a few dozen replicas, re-solving the prices after a join shifts many
-//!   partitions near their thresholds (32 equal nodes, Q = 256: 1.8 × the ideal). The
-//!   property test of the bound is `#[ignore]`d until the assignment is solved as a
-//!   min-cost flow (the optimum moves only along augmenting paths from the joiner).
+//!   are at least that many zones (`build` and `next`).
+//! - Each node's replica count is within `max(1, 5%)` of its target (`build` and `next`).
+//! - `build` is the same for any permutation of the members; so is `next` from a given ring.
+//! - Through `next`, a join moves at most 1.3 × the joiner's target and a leave at most
+//!   1.3 × the replicas the leaver held. Measured over random clusters (1–64 nodes,
+//!   weights 1–8, 1–5 zones, N 1–5, Q 64–4096; `--example movement`): no join exceeds
+//!   it; about 1 leave in 2000 does (small targets under the zone rule), and leaves where a
+//!   node's or a zone's target is capped at one replica per partition can exceed it
+//!   whatever the algorithm, since the capped node must then enter every partition it
+//!   lacks. The property test skips those and runs with a fixed seed.
 //!
 //! Non-goals: changing `Q` of a live cluster (fixed at creation), vnodes/tokens.
 #![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
@@ -57,6 +80,7 @@
 mod assign;
 mod diff;
 mod hash;
+mod transition;
 
 use serde::{Deserialize, Serialize};
 
@@ -189,27 +213,73 @@ impl Ring {
         {
             return Err(Error::InvalidPartitions(partitions));
         }
-        if n == 0 {
-            return Err(Error::InvalidReplicas);
-        }
-        let mut members = members;
-        members.sort();
-        if members.is_empty() {
-            return Err(Error::NoMembers);
-        }
-        if members.len() > usize::from(NodeIndex::MAX) {
-            return Err(Error::TooManyMembers(members.len()));
-        }
-        if let Some(m) = members.iter().find(|m| m.weight == 0) {
-            return Err(Error::ZeroWeight(m.id.clone()));
-        }
-        if let Some(w) = members.windows(2).find(|w| w[0].id == w[1].id) {
-            return Err(Error::DuplicateMember(w[0].id.clone()));
-        }
+        let members = validate(members, n)?;
         let replicas = n.min(members.len());
-        let order = assign::assign(&members, replicas, partitions as usize);
+        let q = partitions as usize;
+        let priced = assign::assign(&members, replicas, q);
+        let n = members.len();
+        let order = transition::settle(
+            &members,
+            replicas,
+            q,
+            (0..q).map(|p| {
+                priced[p * n..p * n + replicas]
+                    .iter()
+                    .map(|&i| usize::from(i))
+            }),
+            transition::BUILD_SPREAD,
+        );
+        Ok(Self::from_order(
+            members, replicas, partitions, order, version,
+        ))
+    }
+
+    /// The ring that follows `self` when the members become `members`: the same laws as
+    /// [`build`](Self::build) (owners, zones, balance), but computed from `self`'s
+    /// assignment so that it moves only what the change forces — about the joining node's
+    /// share on a join, the leaving node's replicas on a leave. `Q` stays `self`'s.
+    ///
+    /// Unlike `build`, the result depends on the ring it starts from: nodes that must agree
+    /// on it must start from the same ring (see the crate docs).
+    ///
+    /// ```
+    /// use dotkv_ring::{Member, Ring};
+    /// let mut members: Vec<Member> = (0..32).map(|i| Member::new(format!("n{i}"), 1, "z")).collect();
+    /// let before = Ring::build(members.clone(), 3, 256, 1).unwrap();
+    /// members.push(Member::new("joiner", 1, "z"));
+    /// let after = before.next(members, 3, 2).unwrap();
+    /// let joiner = after.index_of("joiner").unwrap();
+    /// // Every move feeds the joiner: 23 replicas, its share of 256 × 3 / 33.
+    /// let diff = before.diff(&after);
+    /// assert!(diff.moves.iter().all(|m| m.to == "joiner"));
+    /// assert_eq!(diff.moves.len(), after.loads()[usize::from(joiner)]);
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`build`](Self::build), for the members and `n`.
+    pub fn next(&self, members: Vec<Member>, n: usize, version: u64) -> Result<Self> {
+        let members = validate(members, n)?;
+        let replicas = n.min(members.len());
+        let order = transition::transition(self, &members, replicas);
+        Ok(Self::from_order(
+            members,
+            replicas,
+            self.partitions,
+            order,
+            version,
+        ))
+    }
+
+    fn from_order(
+        members: Vec<Member>,
+        replicas: usize,
+        partitions: u32,
+        order: Vec<NodeIndex>,
+        version: u64,
+    ) -> Self {
         let digest = hash::digest(&members, replicas, &order);
-        Ok(Self {
+        Self {
             members,
             replicas,
             partitions,
@@ -217,7 +287,7 @@ impl Ring {
             order,
             version,
             digest,
-        })
+        }
     }
 
     /// The members, sorted by id.
@@ -304,6 +374,27 @@ impl Ring {
     }
 }
 
+/// Checks `n` and the members; returns them sorted by id.
+fn validate(mut members: Vec<Member>, n: usize) -> Result<Vec<Member>> {
+    if n == 0 {
+        return Err(Error::InvalidReplicas);
+    }
+    members.sort();
+    if members.is_empty() {
+        return Err(Error::NoMembers);
+    }
+    if members.len() > usize::from(NodeIndex::MAX) {
+        return Err(Error::TooManyMembers(members.len()));
+    }
+    if let Some(m) = members.iter().find(|m| m.weight == 0) {
+        return Err(Error::ZeroWeight(m.id.clone()));
+    }
+    if let Some(w) = members.windows(2).find(|w| w[0].id == w[1].id) {
+        return Err(Error::DuplicateMember(w[0].id.clone()));
+    }
+    Ok(members)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -338,7 +429,7 @@ mod tests {
             ["n3", "n1"],
         ];
         assert_eq!(lists, expected);
-        assert_eq!(ring.digest(), 0x69e5_fd91_f584_f3ba);
+        assert_eq!(ring.digest(), 0x8f98_cb86_5c0c_a64e);
     }
 
     /// Found by the balance property test: a target whose 5% bound falls exactly on an
@@ -451,24 +542,60 @@ mod tests {
         );
     }
 
-    /// Small clusters, where the movement bound holds today (see the crate docs and the
-    /// ignored property test for large clusters): a join moves at most 1.3 × the joiner's
-    /// share.
+    fn moved(before: &Ring, after: &Ring) -> usize {
+        let diff = before.diff(after);
+        diff.moves.len()
+    }
+
+    /// The clusters of the issue's table: a join through [`Ring::next`] moves at most
+    /// 1.3 × the joiner's share, a leave at most 1.3 × the leaver's replicas, and a ring
+    /// whose members did not change moves nothing.
     #[test]
-    fn joining_a_small_cluster_moves_about_the_joiners_share() {
-        for (nodes, q) in [(3, 256), (3, 1024), (5, 256), (5, 1024), (10, 1024)] {
-            let before = Ring::build(equal(nodes), 3, q, 1).unwrap();
-            let mut grown = equal(nodes);
-            grown.push(Member::new("joiner", 1, "z"));
-            let after = Ring::build(grown, 3, q, 2).unwrap();
-            let ideal = after.targets()[usize::from(after.index_of("joiner").unwrap())];
-            let diff = before.diff(&after);
-            assert!(
-                diff.moves.len() as f64 <= 1.3 * ideal,
-                "{nodes} nodes, Q={q}: {} moves, ideal {ideal:.1}",
-                diff.moves.len()
-            );
-            assert!(diff.dropped.is_empty());
+    fn next_moves_about_the_share_of_the_node_that_joins_or_leaves() {
+        let mixed = [1, 2, 4, 1, 2, 4, 1, 2, 4];
+        let clusters: [&[u32]; 5] = [&[1; 3], &[1; 5], &[1; 10], &[1; 32], &mixed];
+        for weights in clusters {
+            for q in [256, 1024] {
+                let members: Vec<Member> = weights
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &w)| Member::new(format!("n{i}"), w, "z"))
+                    .collect();
+                let ring = Ring::build(members.clone(), 3, q, 1).unwrap();
+                assert_eq!(moved(&ring, &ring.next(members.clone(), 3, 2).unwrap()), 0);
+
+                let mut grown = members.clone();
+                grown.push(Member::new("joiner", 1, "z"));
+                let joined = ring.next(grown.clone(), 3, 2).unwrap();
+                let joiner = usize::from(joined.index_of("joiner").unwrap());
+                let share = joined.targets()[joiner];
+                let diff = ring.diff(&joined);
+                assert!(
+                    diff.moves.len() as f64 <= 1.3 * share,
+                    "{} nodes, Q={q}: {} moves, share {share:.1}",
+                    weights.len(),
+                    diff.moves.len()
+                );
+                assert!(diff.moves.iter().all(|m| m.to == "joiner"));
+                assert!(diff.dropped.is_empty());
+
+                let leaver = grown.remove(0);
+                let left = joined.next(grown, 3, 3).unwrap();
+                let held = joined.loads()[usize::from(joined.index_of(&leaver.id).unwrap())];
+                let moves = moved(&joined, &left);
+                assert!(
+                    moves as f64 <= 1.3 * held as f64,
+                    "{} nodes, Q={q}: a leave moved {moves}, the leaver held {held}",
+                    weights.len()
+                );
+            }
         }
+    }
+
+    #[test]
+    fn next_refuses_bad_members() {
+        let ring = Ring::build(equal(3), 3, 64, 1).unwrap();
+        assert_eq!(ring.next(vec![], 3, 2), Err(Error::NoMembers));
+        assert_eq!(ring.next(equal(3), 0, 2), Err(Error::InvalidReplicas));
     }
 }
