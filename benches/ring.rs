@@ -38,6 +38,10 @@ fn ring(c: &mut Criterion) {
     group.bench_function("build_100_nodes_q4096_n3", |b| {
         b.iter(|| Ring::build(black_box(members(100)), 3, 4096, 1).unwrap())
     });
+    let before = Ring::build(members(100), 3, 4096, 1).unwrap();
+    group.bench_function("next_join_101st_node_q4096_n3", |b| {
+        b.iter(|| before.next(black_box(members(101)), 3, 2).unwrap())
+    });
     group.finish();
 }
 
