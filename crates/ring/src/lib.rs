@@ -499,15 +499,7 @@ mod tests {
             .enumerate()
             .map(|(i, &(weight, zone))| Member::new(format!("node-{i}"), weight, zone))
             .collect();
-        let ring = Ring::build(members, 4, 4096, 1).unwrap();
-        for ((m, load), target) in ring.members().iter().zip(ring.loads()).zip(ring.targets()) {
-            let slack = (0.05 * target).max(1.0);
-            assert!(
-                (load as f64 - target).abs() <= slack,
-                "{}: {load} vs {target}",
-                m.id
-            );
-        }
+        assert_balanced(&Ring::build(members, 4, 4096, 1).unwrap());
     }
 
     #[test]
@@ -589,6 +581,67 @@ mod tests {
                     weights.len()
                 );
             }
+        }
+    }
+
+    /// A member changing weight or zone is a change like a join: the laws hold after it,
+    /// and a weight change moves about the change of that member's target.
+    #[test]
+    fn next_follows_a_change_of_weight_or_zone() {
+        let members: Vec<Member> = (0..12)
+            .map(|i| Member::new(format!("n{i}"), 1 + i % 3, format!("z{}", i % 4)))
+            .collect();
+        let ring = Ring::build(members.clone(), 3, 1024, 1).unwrap();
+        let heavier: Vec<Member> = members
+            .iter()
+            .map(|m| {
+                Member::new(
+                    m.id.clone(),
+                    if m.id == "n0" { 4 } else { m.weight },
+                    m.zone.clone(),
+                )
+            })
+            .collect();
+        let after = ring.next(heavier, 3, 2).unwrap();
+        let n0 = usize::from(after.index_of("n0").unwrap());
+        let gained = after.targets()[n0] - ring.targets()[n0];
+        let moves = moved(&ring, &after);
+        assert!(
+            moves as f64 <= 1.3 * gained,
+            "{moves} moves for a target {gained:.1} higher"
+        );
+        assert_balanced(&after);
+
+        let moved_zone: Vec<Member> = members
+            .iter()
+            .map(|m| {
+                Member::new(
+                    m.id.clone(),
+                    m.weight,
+                    if m.id == "n0" { "z1" } else { m.zone.as_str() },
+                )
+            })
+            .collect();
+        let after = ring.next(moved_zone, 3, 3).unwrap();
+        assert_balanced(&after);
+        for p in 0..after.partitions() {
+            let zones: std::collections::BTreeSet<&str> = after
+                .preference_list(p)
+                .iter()
+                .map(|&i| after.member(i).zone.as_str())
+                .collect();
+            assert_eq!(zones.len(), 3, "partition {p} repeats a zone");
+        }
+    }
+
+    fn assert_balanced(ring: &Ring) {
+        for ((m, load), target) in ring.members().iter().zip(ring.loads()).zip(ring.targets()) {
+            let slack = (0.05 * target).max(1.0);
+            assert!(
+                (load as f64 - target).abs() <= slack,
+                "{}: {load} vs {target}",
+                m.id
+            );
         }
     }
 
