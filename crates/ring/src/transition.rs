@@ -23,6 +23,8 @@
 //! moves about the joiner's share (step 3 feeds it from the nodes furthest above their new
 //! targets) and a leave about the leaver's replicas (step 2).
 
+use std::collections::HashMap;
+
 use crate::assign::{Zones, bounds, targets};
 use crate::hash::{member_seed, score};
 use crate::{Member, NodeIndex, Ring};
@@ -40,6 +42,10 @@ pub(crate) const BUILD_SPREAD: f64 = 1.0;
 /// 2000 joins did (see the crate docs for the measurements).
 const NEXT_SPREAD: f64 = 1.5;
 
+/// The possible moves of a pair, best last (partition, slot), with the `gained` and `lost`
+/// counts they were listed at.
+type PairMoves = (u64, u64, Vec<(usize, usize)>);
+
 /// The assignment being changed: `partitions × r` slots, loads, targets and bounds.
 struct Plan<'a> {
     r: usize,
@@ -50,6 +56,15 @@ struct Plan<'a> {
     /// where it was costs nothing, one that takes a kept replica away costs one.
     kept: Vec<usize>,
     loads: Vec<usize>,
+    /// For a pair (giver, receiver), its possible moves, best last, listed when the giver
+    /// had gained `gained[giver]` replicas and `lost[lost_key(receiver)]` had its value:
+    /// until either changes no move for the pair can appear, so the list serves (skipping
+    /// moves that other moves made invalid) instead of a scan of every partition per move.
+    pair_moves: HashMap<(usize, usize), PairMoves>,
+    gained: Vec<u64>,
+    /// Replicas lost by each zone (under the zone rule) or each node (otherwise): what may
+    /// let a receiver into partitions it could not enter.
+    lost: Vec<u64>,
     targets: Vec<f64>,
     low: Vec<usize>,
     high: Vec<usize>,
@@ -86,8 +101,14 @@ impl Plan<'_> {
         let old = std::mem::replace(&mut self.slots[p * self.r + slot], node);
         if old != HOLE {
             self.loads[old] -= 1;
+            // A zone-mate taking the place keeps the zone in the partition.
+            if !(self.zones.rule && self.zones.of[old] == self.zones.of[node]) {
+                let key = self.lost_key(old);
+                self.lost[key] += 1;
+            }
         }
         self.loads[node] += 1;
+        self.gained[node] += 1;
     }
 
     /// The nodes that may fill a hole of partition `p`.
@@ -134,8 +155,9 @@ impl Plan<'_> {
     }
 
     /// Moves one replica from one of `givers` to one of `receivers`, trying givers (or, when
-    /// `by_receiver`, receivers) in the order given; within a pair, the partition where the
-    /// receiver's rendezvous score is highest. Returns false when no move is possible.
+    /// `by_receiver`, receivers) in the order given; within a pair, the partition whose move
+    /// costs least (see [`move_cost`](Self::move_cost)), then where the receiver's
+    /// rendezvous score is highest. Returns false when no move is possible.
     fn move_one(
         &mut self,
         givers: &[usize],
@@ -158,25 +180,67 @@ impl Plan<'_> {
             if giver == receiver || !worth_it(self, giver, receiver) {
                 continue;
             }
-            let best = (0..self.partitions())
-                .filter_map(|p| {
-                    let slot = self.list(p).iter().position(|&x| x == giver)?;
-                    self.may_replace(p, giver, receiver).then(|| {
-                        (
-                            std::cmp::Reverse(self.move_cost(p, giver, receiver)),
-                            score(self.seeds[receiver], p as u32),
-                            p,
-                            slot,
-                        )
-                    })
-                })
-                .max();
-            if let Some((_, _, p, slot)) = best {
+            let marks = (self.gained[giver], self.lost[self.lost_key(receiver)]);
+            let listed = self
+                .pair_moves
+                .get(&(giver, receiver))
+                .is_some_and(|(g, z, _)| (*g, *z) == marks);
+            if !listed {
+                let moves = self.possible_moves(giver, receiver);
+                self.pair_moves
+                    .insert((giver, receiver), (marks.0, marks.1, moves));
+            }
+            let Some((_, _, moves)) = self.pair_moves.get_mut(&(giver, receiver)) else {
+                continue;
+            };
+            let mut moves = std::mem::take(moves);
+            let mut chosen = None;
+            while let Some((p, slot)) = moves.pop() {
+                if self.slots[p * self.r + slot] == giver && self.may_replace(p, giver, receiver) {
+                    chosen = Some((p, slot));
+                    break;
+                }
+            }
+            if let Some((p, slot)) = chosen {
                 self.set(p, slot, receiver);
+                // The giver only lost a replica: no move for this pair appeared.
+                let marks = (self.gained[giver], self.lost[self.lost_key(receiver)]);
+                self.pair_moves
+                    .insert((giver, receiver), (marks.0, marks.1, moves));
                 return true;
             }
         }
         false
+    }
+
+    /// Which `lost` counter governs where `node` may enter: its zone's under the zone rule
+    /// (a zone-mate leaving a partition lets it in), else its own.
+    fn lost_key(&self, node: usize) -> usize {
+        if self.zones.rule {
+            self.zones.of[node]
+        } else {
+            node
+        }
+    }
+
+    /// Every move from `giver` to `receiver`, best last: cheapest first (see
+    /// [`move_cost`](Self::move_cost)), then the receiver's highest rendezvous score.
+    fn possible_moves(&self, giver: usize, receiver: usize) -> Vec<(usize, usize)> {
+        let mut moves: Vec<_> = (0..self.partitions())
+            .filter_map(|p| {
+                let slot = self.list(p).iter().position(|&x| x == giver)?;
+                self.may_replace(p, giver, receiver).then(|| {
+                    (
+                        std::cmp::Reverse(self.move_cost(p, giver, receiver)),
+                        score(self.seeds[receiver], p as u32),
+                        p,
+                        slot,
+                    )
+                })
+            })
+            .collect();
+        moves.sort_unstable();
+        moves.into_iter().map(|(_, _, p, slot)| (p, slot)).collect()
     }
 
     /// Moves one replica along the shortest chain `source → x₁ → … → sink`, each hop on a
@@ -324,6 +388,9 @@ where
         slots: vec![HOLE; partitions * replicas],
         kept: Vec::new(),
         loads: vec![0; nodes],
+        pair_moves: Default::default(),
+        gained: vec![0; nodes],
+        lost: vec![0; nodes.max(zones.count)],
         targets,
         low,
         high,
