@@ -57,7 +57,8 @@
 //! nodes furthest below their targets, and then moves single replicas from the nodes
 //! furthest above their targets to those furthest below, until every load is within its
 //! bound and no two nodes are more than 1.5 slack units apart (the hysteresis keeps a join's
-//! small shift of every target from moving replicas between old nodes).
+//! small shift of every target from moving replicas between old nodes); last, it undoes
+//! detours (a node that took one replica and gave away a kept one keeps its own instead).
 //!
 //! # Laws (checked by the property tests)
 //!

@@ -18,6 +18,9 @@
 //!    restores or spares a kept replica is taken first, then the one the receiver's
 //!    rendezvous score likes best.
 //!
+//! 4. **Shorten**: where a node took one replica and gave away a kept one, let the node it
+//!    gave to take the first instead, so it keeps its own (same loads, one move fewer).
+//!
 //! Excesses are measured in units of a node's balance slack, `max(1, 5% of target)`, so the
 //! spread means the same for a node with 3 replicas and one with 3000. A join therefore
 //! moves about the joiner's share (step 3 feeds it from the nodes furthest above their new
@@ -243,6 +246,46 @@ impl Plan<'_> {
         moves.into_iter().map(|(_, _, p, slot)| (p, slot)).collect()
     }
 
+    /// Step 4: undoes detours. Where node `a` took a replica at one slot and lost its kept
+    /// replica at another slot to `b`, `b` can often take the first slot instead and `a`
+    /// keep its replica: the loads stay, one move fewer (two if `b` held the first slot).
+    fn shorten(&mut self) {
+        let nodes = self.loads.len();
+        loop {
+            let mut lost_at: Vec<Vec<usize>> = vec![Vec::new(); nodes];
+            for (i, (&kept, &now)) in self.kept.iter().zip(&self.slots).enumerate() {
+                if kept != HOLE && now != kept {
+                    lost_at[kept].push(i);
+                }
+            }
+            let mut shortened = false;
+            for gained in 0..self.slots.len() {
+                let a = self.slots[gained];
+                if a == self.kept[gained] {
+                    continue;
+                }
+                let (p1, s1) = (gained / self.r, gained % self.r);
+                for &lost in &lost_at[a] {
+                    let (p2, s2) = (lost / self.r, lost % self.r);
+                    let b = self.slots[lost];
+                    if p1 == p2 || b == a || !self.may_replace(p1, a, b) {
+                        continue;
+                    }
+                    self.set(p1, s1, b);
+                    if self.may_replace(p2, b, a) {
+                        self.set(p2, s2, a);
+                        shortened = true;
+                        break;
+                    }
+                    self.set(p1, s1, a);
+                }
+            }
+            if !shortened {
+                return;
+            }
+        }
+    }
+
     /// Moves one replica along the shortest chain `source → x₁ → … → sink`, each hop on a
     /// different partition, for when no single move can (under the zone rule, a node may
     /// only take a partition whose other owners are in other zones). The nodes in between
@@ -408,6 +451,7 @@ where
     plan.kept = plan.slots.clone();
     plan.fill_holes();
     plan.rebalance(spread);
+    plan.shorten();
 
     let mut order = Vec::with_capacity(partitions * nodes);
     let mut rest: Vec<(i64, usize)> = Vec::with_capacity(nodes);
