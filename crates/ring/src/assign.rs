@@ -14,9 +14,12 @@
 //!    arithmetic throughout.
 //! 4. **Repair**: should the rounds run out, move single replicas from nodes above their
 //!    bounds to nodes below, on the partitions where it costs the least score.
+//!
+//! [`Ring::build`](crate::Ring::build) then hands the owners to `transition::settle`, which
+//! centres the loads within their bounds and orders the fallbacks.
 
+use crate::Member;
 use crate::hash::{member_seed, score};
-use crate::{Member, NodeIndex};
 
 /// Price rounds before the repair pass takes over.
 const MAX_ROUNDS: usize = 200;
@@ -262,9 +265,9 @@ pub(crate) fn bounds(targets: &[f64]) -> (Vec<usize>, Vec<usize>) {
     (low, high)
 }
 
-/// For every partition, every member index: the chosen `replicas` first (best adjusted
-/// score first), then the others (the fallbacks) in the same order.
-pub(crate) fn assign(members: &[Member], replicas: usize, partitions: usize) -> Vec<NodeIndex> {
+/// For every partition, its `replicas` owners, best adjusted score first (`partitions ×
+/// replicas` member indices).
+pub(crate) fn assign(members: &[Member], replicas: usize, partitions: usize) -> Vec<usize> {
     let n = members.len();
     let zones = Zones::new(members, replicas);
     let seeds: Vec<u64> = members.iter().map(|m| member_seed(&m.id)).collect();
@@ -308,15 +311,10 @@ pub(crate) fn assign(members: &[Member], replicas: usize, partitions: usize) -> 
     }
     a.repair(&mut loads, &low, &high);
 
-    let mut order = Vec::with_capacity(partitions * n);
-    let mut rest: Vec<usize> = Vec::with_capacity(n);
     for p in 0..partitions {
-        let mut set = a.chosen[p * replicas..(p + 1) * replicas].to_vec();
-        set.sort_by(|&x, &y| a.adjusted(p, y).cmp(&a.adjusted(p, x)).then(x.cmp(&y)));
-        rest.clear();
-        rest.extend((0..n).filter(|i| !set.contains(i)));
-        rest.sort_by(|&x, &y| a.adjusted(p, y).cmp(&a.adjusted(p, x)).then(x.cmp(&y)));
-        order.extend(set.iter().chain(&rest).map(|&i| i as NodeIndex));
+        let chosen = &mut a.chosen[p * replicas..(p + 1) * replicas];
+        let adjusted = |x: usize| a.scores[p * n + x].saturating_add(a.prices[x]);
+        chosen.sort_by(|&x, &y| adjusted(y).cmp(&adjusted(x)).then(x.cmp(&y)));
     }
-    order
+    a.chosen
 }

@@ -218,16 +218,11 @@ impl Ring {
         let replicas = n.min(members.len());
         let q = partitions as usize;
         let priced = assign::assign(&members, replicas, q);
-        let n = members.len();
         let order = transition::settle(
             &members,
             replicas,
             q,
-            (0..q).map(|p| {
-                priced[p * n..p * n + replicas]
-                    .iter()
-                    .map(|&i| usize::from(i))
-            }),
+            priced.chunks(replicas).map(|owners| owners.iter().copied()),
             transition::BUILD_SPREAD,
         );
         Ok(Self::from_order(
