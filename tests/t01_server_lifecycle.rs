@@ -50,13 +50,7 @@ async fn lifecycle(profile: &str, kind: StorageKind, file: &str) {
     assert!(ready.contains(&format!("backend={}", kind)), "{ready}");
     assert!(ready.contains("objects=1"), "{ready}");
     assert!(data.join(file).exists(), "{profile} should create {file}");
-    server.signal("TERM");
-    let status = server.wait_exit(START);
-    assert!(
-        status.success(),
-        "clean exit on SIGTERM: {status:?}\n{}",
-        server.log_text()
-    );
+    server.stop(START);
     assert!(server.log_text().contains("store closed"));
 
     assert_eq!(

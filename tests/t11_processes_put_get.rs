@@ -255,12 +255,7 @@ fn scenario(profile: &str) {
     assert_eq!(report["errors"], serde_json::json!({}), "{report}");
 
     for node in &mut nodes {
-        node.server.signal("TERM");
-        assert!(
-            node.server.wait_exit(WAIT).success(),
-            "{}",
-            node.server.log_text()
-        );
+        node.server.stop(WAIT);
     }
 }
 

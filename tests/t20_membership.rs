@@ -124,14 +124,8 @@ fn a_chain_converges_detects_a_stopped_node_and_a_restart_keeps_its_identity() {
         eventually(WAIT, || all_up(&nodes[0].addr, &ids)),
         "n1 never saw the restarted n3 up"
     );
-    restarted.signal("TERM");
-    assert!(restarted.wait_exit(WAIT).success());
+    restarted.stop(WAIT);
     for node in &mut nodes {
-        node.server.signal("TERM");
-        assert!(
-            node.server.wait_exit(WAIT).success(),
-            "{}",
-            node.server.log_text()
-        );
+        node.server.stop(WAIT);
     }
 }

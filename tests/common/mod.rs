@@ -194,6 +194,18 @@ impl Server {
         status
     }
 
+    /// Stops the process with SIGTERM and asserts (up to `timeout`) that it exits cleanly,
+    /// with its log in the failure message.
+    pub fn stop(&mut self, timeout: Duration) {
+        self.signal("TERM");
+        let status = self.wait_exit(timeout);
+        assert!(
+            status.success(),
+            "clean exit on SIGTERM: {status:?}\n{}",
+            self.log_text()
+        );
+    }
+
     /// Everything the process wrote to stderr so far, one string.
     pub fn log_text(&self) -> String {
         self.log.join("\n")
