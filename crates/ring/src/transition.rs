@@ -452,22 +452,33 @@ where
     plan.rebalance(spread);
     plan.shorten();
 
+    let slots: Vec<NodeIndex> = plan.slots.iter().map(|&i| i as NodeIndex).collect();
+    order_of(members, replicas, &slots)
+}
+
+/// The full order of every partition from its owners (`slots`, `replicas` a partition):
+/// the owners first, then the other members by rendezvous score, the fallbacks of a
+/// sloppy quorum. A function of the members and the owners alone, so a ring can be sent
+/// as its owners and rebuilt alike everywhere.
+pub(crate) fn order_of(members: &[Member], replicas: usize, slots: &[NodeIndex]) -> Vec<NodeIndex> {
+    let nodes = members.len();
+    let partitions = slots.len() / replicas.max(1);
+    let seeds: Vec<u64> = members.iter().map(|m| member_seed(&m.id)).collect();
     let mut order = Vec::with_capacity(partitions * nodes);
     let mut rest: Vec<(i64, usize)> = Vec::with_capacity(nodes);
     for p in 0..partitions {
-        let list = plan.list(p);
+        let list = &slots[p * replicas..(p + 1) * replicas];
         rest.clear();
         rest.extend(
             (0..nodes)
-                .filter(|i| !list.contains(i))
-                .map(|i| (score(plan.seeds[i], p as u32), i)),
+                .filter(|&i| !list.contains(&(i as NodeIndex)))
+                .map(|i| (score(seeds[i], p as u32), i)),
         );
         rest.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
         order.extend(
             list.iter()
                 .copied()
-                .chain(rest.iter().map(|&(_, i)| i))
-                .map(|i| i as NodeIndex),
+                .chain(rest.iter().map(|&(_, i)| i as NodeIndex)),
         );
     }
     order

@@ -121,27 +121,6 @@ proptest! {
         prop_assert_eq!(a.digest(), b.digest());
         prop_assert_eq!(a, b);
     }
-
-    /// [`Ring::build`] is a pure function of the members, and does not meet the movement
-    /// bound: re-solving the balance for one more member also moves replicas between the
-    /// old members (32 equal nodes, Q = 256, N = 3: 2.2 × the joiner's share). The bound is
-    /// met by [`Ring::next`] (the test below); run this one with
-    /// `cargo test -p dotkv-ring -- --ignored` to see a counterexample.
-    #[test]
-    #[ignore = "a pure function of the members does not meet the movement bound; Ring::next does (see the crate docs)"]
-    fn rebuilding_for_one_node_more_or_less_moves_little(members in cluster(63), weight in 1u32..=8, zone in 0usize..5, n in 1usize..=5, q in partitions()) {
-        let mut grown = members.clone();
-        let zones = zone_count(&members);
-        grown.push(Member::new("joiner", weight, format!("z{}", zone % zones.max(1))));
-        // The zone rule must hold (or not) on both sides, else every list changes anyway.
-        prop_assume!((zone_count(&members) >= n.min(members.len())) == (zone_count(&grown) >= n.min(grown.len())));
-        let before = Ring::build(members, n, q, 1).unwrap();
-        let after = Ring::build(grown, n, q, 2).unwrap();
-        let joiner = after.index_of("joiner").unwrap();
-        let ideal = after.targets()[usize::from(joiner)];
-        let joined = moved(&before, &after) as f64;
-        prop_assert!(joined <= 1.3 * ideal.max(1.0), "join moved {} replicas, ideal {:.1}", joined, ideal);
-    }
 }
 
 proptest! {
