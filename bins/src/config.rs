@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use dotkv_membership::MembershipConfig;
-use dotkv_replication::{LimitsConfig, ReplicationConfig};
+use dotkv_replication::{HandoffConfig, LimitsConfig, ReplicationConfig};
 use dotkv_ring::RingConfig;
 use dotkv_rpc::RpcConfig;
 use dotkv_storage::StorageConfig;
@@ -34,8 +34,12 @@ pub struct ServerConfig {
     /// This node's id. Default: the id stored in the data dir, or a new random one on
     /// first start. Once stored it cannot change.
     pub node_id: Option<String>,
-    /// The address peers and clients reach this node on. Default `127.0.0.1:7001`.
+    /// The address this node listens on. Default `127.0.0.1:7001`.
     pub listen: SocketAddr,
+    /// The address peers and clients are told to reach this node on (`host:port`), when
+    /// it differs from `listen` (a node listening on `0.0.0.0`, behind NAT). Default: the
+    /// `listen` address, which must then not be unspecified.
+    pub advertise: Option<String>,
     /// Where the store lives. Default `data`.
     pub data_dir: PathBuf,
     /// Addresses of nodes to learn the cluster from on first start. Default none.
@@ -55,6 +59,8 @@ pub struct ServerConfig {
     pub replication: ReplicationConfig,
     /// `[membership]`.
     pub membership: MembershipConfig,
+    /// `[handoff]`.
+    pub handoff: HandoffConfig,
     /// `[rpc]`.
     pub rpc: RpcConfig,
 }
@@ -64,6 +70,7 @@ impl Default for ServerConfig {
         Self {
             node_id: None,
             listen: SocketAddr::from(([127, 0, 0, 1], 7001)),
+            advertise: None,
             data_dir: PathBuf::from("data"),
             seeds: Vec::new(),
             weight: 1,
@@ -73,6 +80,7 @@ impl Default for ServerConfig {
             ring: RingConfig::default(),
             replication: ReplicationConfig::default(),
             membership: MembershipConfig::default(),
+            handoff: HandoffConfig::default(),
             rpc: RpcConfig::default(),
         }
     }
@@ -119,6 +127,18 @@ impl ServerConfig {
                 self.zone
             ));
         }
+        match &self.advertise {
+            Some(advertise) => validate_advertise(advertise)
+                .map_err(|reason| format!("advertise = {advertise:?}: {reason}"))?,
+            None if self.listen.ip().is_unspecified() => {
+                return Err(format!(
+                    "listen = {} is not an address peers can reach; set advertise \
+                     (--advertise HOST:PORT) to the address they should use",
+                    self.listen
+                ));
+            }
+            None => {}
+        }
         if self.data_dir.as_os_str().is_empty() {
             return Err("data_dir must not be empty".into());
         }
@@ -126,6 +146,7 @@ impl ServerConfig {
         self.ring.validate()?;
         self.replication.validate()?;
         self.membership.validate()?;
+        self.handoff.validate()?;
         self.rpc.validate()?;
         self.limits.validate()?;
         Ok(())
@@ -142,6 +163,18 @@ pub fn validate_node_id(id: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// An advertised address is `host:port` with a non-empty host and a port from 1 to 65535.
+fn validate_advertise(advertise: &str) -> Result<(), &'static str> {
+    let (host, port) = advertise.rsplit_once(':').ok_or("must be HOST:PORT")?;
+    if host.is_empty() || host == "0.0.0.0" || host == "[::]" {
+        return Err("the host must be an address or name peers can reach");
+    }
+    match port.parse::<u16>() {
+        Ok(port) if port > 0 => Ok(()),
+        _ => Err("the port must be a number from 1 to 65535"),
+    }
+}
+
 /// The flags that override the configuration (layer 4). `None` leaves the lower layers'
 /// value.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -152,6 +185,9 @@ pub struct Overrides {
     /// `--listen`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub listen: Option<SocketAddr>,
+    /// `--advertise`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub advertise: Option<String>,
     /// `--data-dir`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data_dir: Option<PathBuf>,
@@ -324,6 +360,27 @@ mod tests {
         let file = write_config(PROFILES);
         let err = load(Some(file.path()), "prod", &Overrides::default()).unwrap_err();
         assert!(err.to_string().contains("profile `prod`"), "{err}");
+    }
+
+    #[test]
+    fn an_unreachable_listen_address_needs_an_advertised_one() {
+        let file = write_config("[default]\nlisten = \"0.0.0.0:7001\"\n");
+        let err = load(Some(file.path()), "default", &Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("advertise"), "{err}");
+        let flags = Overrides {
+            advertise: Some("10.0.0.5:7001".into()),
+            ..Overrides::default()
+        };
+        let config = load(Some(file.path()), "default", &flags).unwrap();
+        assert_eq!(config.advertise.as_deref(), Some("10.0.0.5:7001"));
+        for bad in ["nohost", ":7001", "0.0.0.0:7001", "h:0", "h:x"] {
+            let flags = Overrides {
+                advertise: Some(bad.into()),
+                ..Overrides::default()
+            };
+            let err = load(Some(file.path()), "default", &flags).unwrap_err();
+            assert!(err.to_string().contains("advertise"), "{bad}: {err}");
+        }
     }
 
     #[test]

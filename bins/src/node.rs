@@ -48,18 +48,29 @@ async fn serve(
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {} (listen)", config.listen))?;
-    let addr = listener.local_addr()?.to_string();
+    let addr = match &config.advertise {
+        Some(advertise) => advertise.clone(),
+        None => listener.local_addr()?.to_string(),
+    };
     let transport = Arc::new(TarpcTransport::new(
         Duration::from_millis(config.rpc.peer_timeout_ms),
         config.rpc.max_frame_bytes,
     ));
+    // A first start with seeds joins their cluster; without, it founds one. On a restart
+    // the status stored with the view wins.
+    let status = if config.seeds.is_empty() {
+        NodeStatus::Up
+    } else {
+        NodeStatus::Joining
+    };
     let entry = NodeState {
         incarnation: 1,
         heartbeat: 0,
         addr: addr.clone(),
-        status: NodeStatus::Up,
+        status,
         weight: config.weight,
         zone: config.zone.clone(),
+        synced: Default::default(),
     };
     let options = ClusterOptions {
         node_id: node_id.clone(),
@@ -72,6 +83,12 @@ async fn serve(
         },
     };
     let cluster = Cluster::start(options, Arc::clone(store), Arc::clone(&transport) as _).await?;
+    if cluster.own_status() == NodeStatus::Left {
+        bail!(
+            "node `{node_id}` left the cluster (or was removed); its data dir cannot serve \
+             again: start it with an empty --data-dir and --seeds to join anew"
+        );
+    }
     let replica = replica_id(store.as_ref(), &node_id).await?;
     let node = Node::new(
         cluster.clone(),
@@ -80,6 +97,7 @@ async fn serve(
         replica,
         config.replication.clone(),
         config.limits.clone(),
+        config.handoff.clone(),
     );
     let replication = &config.replication;
     if replication.r + replication.w <= replication.n {
@@ -107,21 +125,54 @@ async fn serve(
     };
     let rpc = tokio::spawn(dotkv_rpc::serve(
         listener,
-        node,
+        node.clone(),
         config.rpc.max_frame_bytes,
         wait(stopped.clone()),
     ));
     let gossip = {
         let cluster = cluster.clone();
-        let stopped = wait(stopped);
+        let stopped = wait(stopped.clone());
         tokio::spawn(async move { cluster.run(stopped).await })
     };
-    shutdown.await;
+    let handoff = {
+        let node = node.clone();
+        let stopped = wait(stopped);
+        tokio::spawn(async move { node.run_handoff(stopped).await })
+    };
+    let gossip_interval = Duration::from_millis(config.membership.gossip_interval_ms);
+    tokio::select! {
+        () = shutdown => {}
+        () = departed(&node, gossip_interval) => {
+            tracing::info!(node_id, "left the cluster: every partition it held lives on its new owners");
+        }
+    }
     tracing::info!(node_id, "shutting down");
     let _ = stop.send(true);
     rpc.await.context("the RPC server task failed")?;
     gossip.await.context("the gossip task failed")?;
+    handoff.await.context("the handoff task failed")?;
     Ok(())
+}
+
+/// Completes once this node has left the cluster (`leave`, or removed while alive) and
+/// handed off everything it still held: the ring excludes it, so every partition it holds
+/// is offered to its owners first. It then gossips a few more rounds so that its `left`
+/// spreads before it exits.
+async fn departed(node: &Node, gossip_interval: Duration) {
+    let cluster = node.cluster();
+    loop {
+        tokio::time::sleep(gossip_interval).await;
+        if cluster.own_status() != NodeStatus::Left {
+            continue;
+        }
+        let Some(routing) = cluster.routing() else {
+            continue;
+        };
+        if node.hand_off_foreign(&routing).await {
+            break;
+        }
+    }
+    tokio::time::sleep(gossip_interval * 6).await;
 }
 
 /// The node id stored in the data dir, or `configured`, or a new random id, stored on first

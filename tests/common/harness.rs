@@ -9,7 +9,8 @@ use std::time::Duration;
 use dotkv_membership::{MembershipConfig, NodeState, NodeStatus, RingParams};
 use dotkv_replication::testing::MemNetwork;
 use dotkv_replication::{
-    Cluster, ClusterOptions, LimitsConfig, Node, Object, ReplicationConfig, decode_object,
+    Cluster, ClusterOptions, HandoffConfig, LimitsConfig, Node, Object, ReplicationConfig,
+    decode_object,
 };
 use dotkv_storage::{MemoryStorage, Storage, StorageExt};
 use dotkv_versioning::ReplicaId;
@@ -34,6 +35,7 @@ struct Running {
     node: Node,
     stop: watch::Sender<bool>,
     gossip: JoinHandle<()>,
+    handoff: JoinHandle<()>,
 }
 
 /// N in-process nodes over one [`MemNetwork`].
@@ -42,6 +44,8 @@ pub struct TestCluster {
     pub nodes: Vec<TestNode>,
     config: ReplicationConfig,
     limits: LimitsConfig,
+    /// Ownership handoff settings of every node (small pages, so transfers take many).
+    pub handoff: HandoffConfig,
 }
 
 fn membership() -> MembershipConfig {
@@ -67,18 +71,37 @@ impl TestCluster {
             nodes: Vec::new(),
             config,
             limits,
+            handoff: HandoffConfig {
+                interval_ms: 20,
+                page_keys: 64,
+                ..HandoffConfig::default()
+            },
         };
-        for i in 1..=n {
-            cluster.nodes.push(TestNode {
-                id: format!("n{i}"),
-                addr: format!("mem:{i}"),
-                store: Arc::new(MemoryStorage::new()),
-                running: None,
-            });
-            cluster.boot(i - 1).await;
+        for _ in 0..n {
+            cluster.add_node();
+            cluster.boot(cluster.nodes.len() - 1).await;
         }
         cluster.wait_converged().await;
         cluster
+    }
+
+    /// Adds node `n{len + 1}` (not started: [`start_node`](Self::start_node) boots it);
+    /// returns its index.
+    pub fn add_node(&mut self) -> usize {
+        let i = self.nodes.len() + 1;
+        self.nodes.push(TestNode {
+            id: format!("n{i}"),
+            addr: format!("mem:{i}"),
+            store: Arc::new(MemoryStorage::new()),
+            running: None,
+        });
+        i - 1
+    }
+
+    /// Boots node `i`, joining through node 0 (the first node founds the cluster), without
+    /// waiting for anything.
+    pub async fn start_node(&mut self, i: usize) {
+        self.boot(i).await;
     }
 
     async fn boot(&mut self, i: usize) {
@@ -89,6 +112,7 @@ impl TestCluster {
         };
         let config = self.config.clone();
         let limits = self.limits.clone();
+        let handoff = self.handoff.clone();
         let entry = &self.nodes[i];
         let transport = self.network.transport(&entry.addr, PEER_TIMEOUT);
         let store: Arc<dyn Storage> = Arc::clone(&entry.store) as _;
@@ -98,9 +122,14 @@ impl TestCluster {
                 incarnation: 1,
                 heartbeat: 0,
                 addr: entry.addr.clone(),
-                status: NodeStatus::Up,
+                status: if seeds.is_empty() {
+                    NodeStatus::Up
+                } else {
+                    NodeStatus::Joining
+                },
                 weight: 1,
                 zone: "z".into(),
+                synced: Default::default(),
             },
             seeds,
             config: membership(),
@@ -114,17 +143,33 @@ impl TestCluster {
             .expect("start the membership");
         // The store survives a crash here, so the node id alone is a unique replica id.
         let replica = ReplicaId::from_name(&entry.id);
-        let node = Node::new(cluster.clone(), store, transport, replica, config, limits);
+        let node = Node::new(
+            cluster.clone(),
+            store,
+            transport,
+            replica,
+            config,
+            limits,
+            handoff,
+        );
         self.network.register(&entry.addr, node.clone());
-        let (stop, mut stopped) = watch::channel(false);
-        let gossip = tokio::spawn(async move {
-            cluster
-                .run(async move {
-                    let _ = stopped.wait_for(|s| *s).await;
-                })
-                .await;
+        let (stop, stopped) = watch::channel(false);
+        let until = |mut stopped: watch::Receiver<bool>| async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        };
+        let stopped_gossip = until(stopped.clone());
+        let gossip = tokio::spawn(async move { cluster.run(stopped_gossip).await });
+        let handoff = {
+            let node = node.clone();
+            let stopped = until(stopped);
+            tokio::spawn(async move { node.run_handoff(stopped).await })
+        };
+        self.nodes[i].running = Some(Running {
+            node,
+            stop,
+            gossip,
+            handoff,
         });
-        self.nodes[i].running = Some(Running { node, stop, gossip });
     }
 
     /// The coordinator of node `i` (0-based). Panics if it is crashed.
@@ -136,11 +181,11 @@ impl TestCluster {
             .node
     }
 
-    /// Waits (up to 10 s) until every running node sees every running node up, and all
-    /// agree on the ring.
+    /// Waits (up to 20 s) until every running node sees every running node up, and all
+    /// agree on the ring, with no transition pending.
     pub async fn wait_converged(&self) {
         let running: Vec<&TestNode> = self.nodes.iter().filter(|n| n.running.is_some()).collect();
-        for _ in 0..500 {
+        for _ in 0..1000 {
             let converged = running.iter().all(|n| {
                 let node = &n.running.as_ref().expect("running").node;
                 let members = node.cluster().members();
@@ -155,12 +200,22 @@ impl TestCluster {
                     node.cluster().routing().map(|r| r.ring.digest())
                 })
                 .collect();
-            if converged && digests.windows(2).all(|w| w[0] == w[1]) && digests[0].is_some() {
+            let settled = running.iter().all(|n| {
+                let node = &n.running.as_ref().expect("running").node;
+                node.cluster()
+                    .routing()
+                    .is_some_and(|r| r.pending.is_none() && r.me.is_some())
+            });
+            if converged
+                && settled
+                && digests.windows(2).all(|w| w[0] == w[1])
+                && digests[0].is_some()
+            {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        panic!("the cluster did not converge within 10 s");
+        panic!("the cluster did not converge within 20 s");
     }
 
     /// Kills node `i`: it stops answering (calls to it are refused); its store survives.
@@ -169,6 +224,7 @@ impl TestCluster {
         if let Some(running) = self.nodes[i].running.take() {
             let _ = running.stop.send(true);
             let _ = running.gossip.await;
+            let _ = running.handoff.await;
         }
     }
 
@@ -196,6 +252,37 @@ impl TestCluster {
             .map(|bytes| decode_object(&bytes, "test").expect("a decodable object"))
     }
 
+    /// Everything node `i`'s own store holds: key → object, over every partition.
+    pub async fn held(&self, i: usize) -> std::collections::BTreeMap<Vec<u8>, Object> {
+        let mut held = std::collections::BTreeMap::new();
+        for partition in 0..PARTITIONS {
+            let rows = self.nodes[i]
+                .store
+                .scan_partition(partition, None, usize::MAX)
+                .await
+                .expect("scan the store");
+            for (key, bytes) in rows {
+                let object = decode_object(&bytes, "test").expect("a decodable object");
+                held.insert(key, object);
+            }
+        }
+        held
+    }
+
+    /// Whether node `i` runs.
+    pub fn is_running(&self, i: usize) -> bool {
+        self.nodes[i].running.is_some()
+    }
+
+    /// The routing snapshot of the first running node.
+    pub fn routing(&self) -> std::sync::Arc<dotkv_replication::Routing> {
+        self.nodes
+            .iter()
+            .find_map(|n| n.running.as_ref())
+            .and_then(|r| r.node.cluster().routing())
+            .expect("a running node with a ring")
+    }
+
     /// The indices (0-based) of `key`'s preference list.
     pub fn owners(&self, key: &[u8]) -> Vec<usize> {
         let routing = self.node(0).cluster().routing().expect("a ring");
@@ -221,6 +308,7 @@ impl Drop for TestCluster {
             if let Some(running) = node.running.take() {
                 let _ = running.stop.send(true);
                 running.gossip.abort();
+                running.handoff.abort();
             }
         }
         // The nodes hold the network through their transports: break the cycle.

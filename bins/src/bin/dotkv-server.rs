@@ -33,10 +33,16 @@ struct Args {
     /// The address to serve peers and clients on [default: 127.0.0.1:7001].
     #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
+    /// The address peers and clients are told to use, when it differs from --listen (e.g.
+    /// listening on 0.0.0.0) [default: the listen address].
+    #[arg(long, value_name = "HOST:PORT")]
+    advertise: Option<String>,
     /// Where this node keeps its data [default: data].
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
-    /// Nodes to learn the cluster from on first start, comma separated.
+    /// Members of the cluster to join on first start, comma separated: the node enters as
+    /// `joining` and owns nothing until the claimant's ring includes it. Without seeds
+    /// (and no stored view) a node starts a new cluster.
     #[arg(long, value_name = "ADDR,...")]
     seeds: Option<String>,
     /// This node's capacity relative to the others [default: 1].
@@ -54,6 +60,7 @@ fn main() -> ExitCode {
     let overrides = Overrides {
         node_id: args.node_id,
         listen: args.listen,
+        advertise: args.advertise,
         data_dir: args.data_dir,
         seeds: args.seeds.as_deref().map(config::split_list),
         weight: args.weight,

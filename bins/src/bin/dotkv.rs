@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use clap::{Parser, Subcommand};
+use dotkv_bins::admin;
 use dotkv_bins::bench::{self, BenchOptions};
 use dotkv_replication::{GetRequest, PutRequest};
 use dotkv_rpc::{Client, RpcError};
@@ -76,15 +77,37 @@ enum Command {
     },
     /// Show the members and their liveness as the node sees them.
     Status,
-    /// Show the ring: each partition's preference list.
+    /// Show the ring: each partition's preference list (and its pending one while a
+    /// transition runs).
     Ring,
-    /// Make the node join the cluster SEED belongs to.
+    /// Make the node (--node), alone and empty, join the cluster SEED belongs to.
+    ///
+    /// It enters as `joining` and owns nothing until the claimant's next ring includes
+    /// it; its partitions are then handed to it. A node started with --seeds joins by
+    /// itself.
     Join {
         /// The address of a member.
         seed: String,
+        /// Show progress until the transition completes.
+        #[arg(long)]
+        wait: bool,
     },
-    /// Make the node leave the cluster, handing its data off first.
-    Leave,
+    /// Make the node (--node) leave the cluster: the next ring excludes it, its partitions
+    /// move to their new owners, then it exits.
+    Leave {
+        /// Show progress until the node has left.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Remove member ID, dead for good: the next ring excludes it and each of its
+    /// partition replicas is rebuilt from the surviving replicas.
+    Remove {
+        /// The member's node id (see `dotkv status`).
+        id: String,
+        /// Show progress until the transition completes.
+        #[arg(long)]
+        wait: bool,
+    },
     /// Generate load against the cluster and report throughput and latency.
     ///
     /// Loads the key set first (unless --no-load), then runs the workload for --duration
@@ -102,7 +125,8 @@ impl Command {
             Self::Status => "status",
             Self::Ring => "ring",
             Self::Join { .. } => "join",
-            Self::Leave => "leave",
+            Self::Leave { .. } => "leave",
+            Self::Remove { .. } => "remove",
             Self::Bench(_) => "bench",
         }
     }
@@ -208,20 +232,41 @@ async fn run(cli: &Cli) -> CliResult {
         });
         return Ok(());
     }
-    if let Command::Join { .. } | Command::Leave = &cli.command {
-        // Membership changes with data handoff are later work; until they land these
-        // commands say so instead of pretending.
-        return Err((
-            format!(
-                "`{}` is not implemented by this build of dotkv yet",
-                cli.command.name()
-            ),
-            "unavailable",
-        ));
-    }
     let client = Client::connect(&cli.node, timeout)
         .await
         .map_err(rpc_error)?;
+    if let Some((change, wait)) = match &cli.command {
+        Command::Join { seed, wait } => {
+            client.join(seed).await.map_err(rpc_error)?;
+            Some((admin::Change::Join, *wait))
+        }
+        Command::Leave { wait } => {
+            client.leave().await.map_err(rpc_error)?;
+            Some((admin::Change::Leave, *wait))
+        }
+        Command::Remove { id, wait } => {
+            client.remove(id).await.map_err(rpc_error)?;
+            Some((admin::Change::Remove(id.clone()), *wait))
+        }
+        _ => None,
+    } {
+        if wait {
+            admin::wait(&cli.node, timeout, change, cli.json)
+                .await
+                .map_err(|e| (format!("{e:#}"), "unavailable"))?;
+        }
+        print_out(&if cli.json {
+            to_json(&json!({ "ok": true }))
+        } else if wait {
+            format!("{}: done", cli.command.name())
+        } else {
+            format!(
+                "{}: requested; `dotkv status` shows the transition",
+                cli.command.name()
+            )
+        });
+        return Ok(());
+    }
     let text = match &cli.command {
         Command::Get { key, r } => {
             let mut request = GetRequest::new(key.clone().into_bytes());
@@ -312,13 +357,44 @@ async fn run(cli: &Cli) -> CliResult {
                     let (weight, partitions) = (n.weight.to_string(), n.partitions.to_string());
                     text += &row([&n.id, &n.addr, &n.status, &weight, &n.zone, &partitions]);
                 }
+                match &status.ring {
+                    None => text += "ring: none yet\n",
+                    Some(ring) => {
+                        text += &format!("ring: version {} digest {}", ring.version, ring.digest);
+                        if let Some(p) = &ring.pending {
+                            text += &format!(
+                                "; moving to version {}: {}/{} partition replicas moved",
+                                p.version, p.moved, p.moves
+                            );
+                        }
+                        text += "\n";
+                    }
+                }
+                for t in &status.transfers {
+                    text += &format!(
+                        "transfer: partition {} {} -> {}: {} keys, {} bytes\n",
+                        t.partition, t.from, t.to, t.keys, t.bytes
+                    );
+                }
                 text
             }
         }
         Command::Ring => {
             let ring = client.ring().await.map_err(rpc_error)?;
             if cli.json {
-                to_json(&ring)
+                let mut value = serde_json::to_value(&ring).expect("plain data encodes");
+                // The pending fields only while a transition runs.
+                if ring.pending_version.is_none() {
+                    if let Some(object) = value.as_object_mut() {
+                        object.remove("pending_version");
+                    }
+                    for partition in value["partitions"].as_array_mut().into_iter().flatten() {
+                        if let Some(object) = partition.as_object_mut() {
+                            object.remove("pending");
+                        }
+                    }
+                }
+                to_json(&value)
             } else {
                 let mut text = format!(
                     "ring version {} digest {} ({} partitions)\n",
@@ -326,13 +402,23 @@ async fn run(cli: &Cli) -> CliResult {
                     ring.digest,
                     ring.partitions.len()
                 );
+                if let Some(pending) = ring.pending_version {
+                    text += &format!("moving to version {pending} (pending owners after ->)\n");
+                }
                 for p in &ring.partitions {
-                    text += &format!("{:>6}  {}\n", p.id, p.nodes.join(" "));
+                    text += &format!("{:>6}  {}", p.id, p.nodes.join(" "));
+                    if let Some(next) = p.pending.as_ref().filter(|next| **next != p.nodes) {
+                        text += &format!("  -> {}", next.join(" "));
+                    }
+                    text += "\n";
                 }
                 text
             }
         }
-        Command::Join { .. } | Command::Leave | Command::Bench(_) => {
+        Command::Join { .. }
+        | Command::Leave { .. }
+        | Command::Remove { .. }
+        | Command::Bench(_) => {
             unreachable!("answered above")
         }
     };

@@ -13,7 +13,28 @@
 //! Every newer heartbeat of a peer, and every message from it, feeds that peer's
 //! [`PhiAccrualDetector`]. A node is the only writer of its own entry: when gossip brings
 //! back a version of its own entry newer than its own (from before a restart whose state
-//! was lost), it raises its incarnation past it.
+//! was lost), it raises its incarnation past it. The one exception is `remove`: another
+//! node marks a dead member `left`, and a removed node that comes back accepts it.
+//!
+//! # The ring as state, and the claimant
+//!
+//! The digest also carries the [`Topology`]'s id, and the topology travels when the peer's
+//! is older. One node, the *claimant* (the smallest id among the members that are `up` and
+//! that this node does not convict, as Riak's claimant), turns membership changes into
+//! rings, at the start of its rounds:
+//!
+//! ```text
+//!  no topology          --> current = Ring::build(joining + up members)     (first ring)
+//!  members changed      --> pending = current.next(joining + up members)    (transition)
+//!  every node gaining a
+//!  partition has synced --> current = pending, no pending                  (complete)
+//!  pending names a node
+//!  that is gone         --> pending = current.next(...) again              (re-plan)
+//! ```
+//!
+//! Every publication raises the topology's epoch. No other node computes rings. A node
+//! turns itself `up` once a current ring includes it, and `left` once it was `leaving`
+//! and the current ring, with no transition pending, excludes it.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -21,7 +42,10 @@ use std::time::Duration;
 use dotkv_ring::Ring;
 use serde::{Deserialize, Serialize};
 
-use crate::{ClusterState, Digest, MembershipConfig, NodeState, PhiAccrualDetector};
+use crate::{
+    ClusterState, Digest, MembershipConfig, NodeState, NodeStatus, PhiAccrualDetector, RingId,
+    Topology, TopologyId,
+};
 
 /// A gossip request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -32,6 +56,8 @@ pub enum GossipRequest {
         from: String,
         /// What the sender holds.
         digest: Digest,
+        /// The id of the sender's topology.
+        topology: Option<TopologyId>,
     },
     /// Closes an exchange: what the receiver lacked.
     Ack2 {
@@ -53,6 +79,8 @@ pub enum GossipResponse {
         state: ClusterState,
         /// What the receiver holds.
         digest: Digest,
+        /// The id of the receiver's topology.
+        topology: Option<TopologyId>,
     },
     /// Answers an `Ack2`.
     Done,
@@ -92,7 +120,6 @@ pub struct Gossiper {
     /// stay an island).
     unmet_seeds: Vec<String>,
     params: RingParams,
-    ring: Option<Ring>,
     /// SplitMix64 state for choosing peers.
     rng: u64,
     rounds: u64,
@@ -103,7 +130,9 @@ pub struct Gossiper {
 impl Gossiper {
     /// Starts the membership of node `me` with its own `entry`, the `persisted` view of a
     /// previous run (if any) and `seeds`. On a restart, `entry.incarnation` is raised past
-    /// the persisted one, so that the cluster takes the new entry.
+    /// the persisted one, so that the cluster takes the new entry, and the persisted
+    /// status and sync mark are kept (`entry.status` is for a first start: `joining` for a
+    /// node that joins through seeds, `up` for the first node of a cluster).
     pub fn new(
         me: impl Into<String>,
         mut entry: NodeState,
@@ -117,6 +146,8 @@ impl Gossiper {
         let mut state = persisted.unwrap_or_default();
         if let Some(old) = state.get(&me) {
             entry.incarnation = entry.incarnation.max(old.incarnation + 1);
+            entry.status = old.status;
+            entry.synced = old.synced;
         }
         state.merge_entry(&me, entry);
         let rng = me.bytes().fold(0x9e37_79b9_7f4a_7c15u64, |h, b| {
@@ -130,7 +161,6 @@ impl Gossiper {
             unmet_seeds: seeds.clone(),
             seeds,
             params,
-            ring: None,
             rng,
             rounds: 0,
             changed: true,
@@ -141,7 +171,6 @@ impl Gossiper {
                 .detectors
                 .insert(peer, PhiAccrualDetector::new(&gossiper.config, now));
         }
-        gossiper.rebuild_ring();
         gossiper
     }
 
@@ -155,9 +184,21 @@ impl Gossiper {
         &self.state
     }
 
-    /// The ring computed from the owning members, if it could be built.
+    /// The current ring, once the claimant published one.
     pub fn ring(&self) -> Option<&Ring> {
-        self.ring.as_ref()
+        self.state.topology().map(|t| &t.current)
+    }
+
+    /// The current ring and the transition in progress.
+    pub fn topology(&self) -> Option<&Topology> {
+        self.state.topology()
+    }
+
+    /// This node's own status.
+    pub fn own_status(&self) -> NodeStatus {
+        self.state
+            .get(&self.me)
+            .map_or(NodeStatus::Up, |e| e.status)
     }
 
     /// Whether the state changed since the last call (for persisting it).
@@ -220,6 +261,10 @@ impl Gossiper {
         if let Some(me) = self.state.entry_mut(&self.me) {
             me.heartbeat += 1;
         }
+        if self.claimant(now).as_deref() == Some(self.me.as_str()) {
+            self.claim(now);
+        }
+        self.follow_topology();
         let peers: Vec<String> = self.peer_ids().collect();
         let (live, down): (Vec<String>, Vec<String>) =
             peers.into_iter().partition(|id| !self.is_down(id, now));
@@ -257,6 +302,7 @@ impl Gossiper {
             GossipRequest::Syn {
                 from: self.me.clone(),
                 digest: self.state.digest(),
+                topology: self.state.topology_id(),
             },
         ))
     }
@@ -264,12 +310,17 @@ impl Gossiper {
     /// Handles a request from a peer.
     pub fn handle(&mut self, request: GossipRequest, now: Duration) -> GossipResponse {
         match request {
-            GossipRequest::Syn { from, digest } => {
+            GossipRequest::Syn {
+                from,
+                digest,
+                topology,
+            } => {
                 self.heard_from(&from, now);
                 GossipResponse::Ack {
                     from: self.me.clone(),
-                    state: self.state.newer_than(&digest),
+                    state: self.state.newer_than(&digest, topology),
                     digest: self.state.digest(),
+                    topology: self.state.topology_id(),
                 }
             }
             GossipRequest::Ack2 { from, state } => {
@@ -286,6 +337,7 @@ impl Gossiper {
             from,
             state,
             digest,
+            topology,
         } = response
         else {
             return None;
@@ -297,18 +349,19 @@ impl Gossiper {
         }
         Some(GossipRequest::Ack2 {
             from: self.me.clone(),
-            state: self.state.newer_than(&digest),
+            state: self.state.newer_than(&digest, topology),
         })
     }
 
     /// Merges gossiped entries: newer heartbeats are signs of life, and a newer version
-    /// of this node's own entry is refuted by a higher incarnation.
+    /// of this node's own entry is refuted by a higher incarnation — unless it says the
+    /// node was removed, which it accepts.
     fn absorb(&mut self, incoming: &ClusterState, now: Duration) {
-        let before_owners = self.state.owners();
+        let topology_before = self.state.topology_id();
         // Refute a newer copy of our own entry. Our entry then outranks it, so the merge
         // below keeps ours.
         if let (Some(theirs), Some(me)) = (incoming.get(&self.me), self.state.entry_mut(&self.me)) {
-            if theirs > me {
+            if theirs > me && theirs.status != NodeStatus::Left {
                 me.incarnation = theirs.incarnation + 1;
                 self.changed = true;
             }
@@ -317,21 +370,221 @@ impl Gossiper {
             self.changed = true;
             self.heard_from(&id, now);
         }
-        if self.state.owners() != before_owners {
-            self.rebuild_ring();
+        if self.state.topology_id() != topology_before {
+            self.changed = true;
+            self.follow_topology();
         }
     }
 
-    fn rebuild_ring(&mut self) {
-        // The ring version: the sum of the members' incarnations, which only grows and is
-        // the same on every node with the same view.
-        let version = self.state.iter().map(|(_, e)| e.incarnation).sum();
-        self.ring = Ring::build(
-            self.state.owners(),
-            self.params.replicas,
-            self.params.partitions,
-            version,
-        )
-        .ok();
+    /// Changes this node's own entry (raising its incarnation, so the change spreads).
+    fn update_own(&mut self, change: impl FnOnce(&mut NodeState)) {
+        if let Some(me) = self.state.entry_mut(&self.me) {
+            change(me);
+            me.incarnation += 1;
+            self.changed = true;
+        }
+    }
+
+    /// Moves this node's status along the topology: `joining` to `up` once the current
+    /// ring includes it, `leaving` to `left` once it excludes it and nothing is pending.
+    fn follow_topology(&mut self) {
+        let Some(topology) = self.state.topology() else {
+            return;
+        };
+        let in_current = topology.current.index_of(&self.me).is_some();
+        let settled = topology.pending.is_none();
+        match self.own_status() {
+            NodeStatus::Joining if in_current => self.update_own(|me| me.status = NodeStatus::Up),
+            NodeStatus::Leaving if !in_current && settled => {
+                self.update_own(|me| me.status = NodeStatus::Left);
+            }
+            _ => {}
+        }
+    }
+
+    /// The claimant as this node sees it: the smallest id among the members that are up
+    /// and not convicted by this node's failure detector.
+    pub fn claimant(&self, now: Duration) -> Option<String> {
+        self.state
+            .iter()
+            .find(|(id, e)| e.status == NodeStatus::Up && !self.is_down(id, now))
+            .map(|(id, _)| id.clone())
+    }
+
+    /// The claimant's step: publishes the first ring, a transition, its completion or a
+    /// re-plan (see the module docs). Returns whether it published.
+    fn claim(&mut self, _now: Duration) -> bool {
+        let desired = self.state.desired_members();
+        if desired.is_empty() {
+            return false;
+        }
+        let (n, q) = (self.params.replicas, self.params.partitions);
+        let published = match self.state.topology() {
+            None => match Ring::build(desired, n, q, 1) {
+                Ok(current) => Topology {
+                    epoch: 1,
+                    current,
+                    pending: None,
+                },
+                Err(error) => {
+                    tracing::warn!(%error, "cannot build the first ring");
+                    return false;
+                }
+            },
+            Some(topology) => {
+                let epoch = topology.epoch + 1;
+                match &topology.pending {
+                    Some(pending) if self.pending_is_stale(pending) => {
+                        match topology.current.next(desired, n, epoch) {
+                            Ok(next) => Topology {
+                                epoch,
+                                current: topology.current.clone(),
+                                pending: Some(next),
+                            },
+                            Err(_) => return false,
+                        }
+                    }
+                    Some(pending) if self.transition_done(&topology.current, pending) => Topology {
+                        epoch,
+                        current: pending.clone(),
+                        pending: None,
+                    },
+                    Some(_) => return false,
+                    None if topology.current.members() == desired.as_slice() => return false,
+                    None => {
+                        let Ok(next) = topology.current.next(desired, n, epoch) else {
+                            return false;
+                        };
+                        if topology.current.diff(&next).moves.is_empty() {
+                            // Nothing to hand off (a weight change that moves nothing, a
+                            // member leaving whose replicas stay): switch at once.
+                            Topology {
+                                epoch,
+                                current: next,
+                                pending: None,
+                            }
+                        } else {
+                            Topology {
+                                epoch,
+                                current: topology.current.clone(),
+                                pending: Some(next),
+                            }
+                        }
+                    }
+                }
+            }
+        };
+        tracing::info!(
+            epoch = published.epoch,
+            ring = published.current.version(),
+            pending = published.pending.as_ref().map(Ring::version),
+            members = published
+                .pending
+                .as_ref()
+                .unwrap_or(&published.current)
+                .members()
+                .len(),
+            "claimant published the ring"
+        );
+        self.state.set_topology(Some(published));
+        self.changed = true;
+        self.follow_topology();
+        true
+    }
+
+    /// Whether a pending ring names a member that is gone (left or removed since it was
+    /// planned): it can never complete, so the claimant plans again from the current ring.
+    fn pending_is_stale(&self, pending: &Ring) -> bool {
+        pending.members().iter().any(|m| {
+            self.state
+                .get(&m.id)
+                .is_none_or(|e| e.status == NodeStatus::Left)
+        })
+    }
+
+    /// Whether every node that gains a partition from `current` to `pending` has synced
+    /// `pending`.
+    fn transition_done(&self, current: &Ring, pending: &Ring) -> bool {
+        let id = RingId::of(pending);
+        current
+            .diff(pending)
+            .moves
+            .iter()
+            .all(|m| self.state.get(&m.to).is_some_and(|e| e.synced == id))
+    }
+
+    /// Records that this node received every partition it gains in `ring` (ownership
+    /// handoff done), so that the claimant can complete the transition.
+    pub fn mark_synced(&mut self, ring: RingId) {
+        if self.state.get(&self.me).is_some_and(|e| e.synced != ring) {
+            self.update_own(|me| me.synced = ring);
+        }
+    }
+
+    /// Asks to leave: this node becomes `leaving`; the claimant's next ring excludes it.
+    ///
+    /// # Errors
+    ///
+    /// When the node already left.
+    pub fn leave(&mut self) -> Result<(), String> {
+        match self.own_status() {
+            NodeStatus::Leaving => Ok(()),
+            NodeStatus::Left => Err(format!("node {} already left the cluster", self.me)),
+            NodeStatus::Joining | NodeStatus::Up => {
+                self.update_own(|me| me.status = NodeStatus::Leaving);
+                self.follow_topology();
+                Ok(())
+            }
+        }
+    }
+
+    /// Removes member `id`, dead for good: marks it `left` on its behalf, so the
+    /// claimant's next ring excludes it and its replicas are rebuilt from the survivors.
+    ///
+    /// # Errors
+    ///
+    /// An unknown id, this node itself (use [`leave`](Self::leave)), or a member that
+    /// already left.
+    pub fn remove(&mut self, id: &str) -> Result<(), String> {
+        if id == self.me {
+            return Err(format!(
+                "node {id} cannot remove itself; ask it to leave instead"
+            ));
+        }
+        let Some(entry) = self.state.entry_mut(id) else {
+            return Err(format!("no member has the id {id:?}"));
+        };
+        if entry.status == NodeStatus::Left {
+            return Err(format!("member {id} already left the cluster"));
+        }
+        entry.status = NodeStatus::Left;
+        entry.incarnation += 1;
+        self.changed = true;
+        Ok(())
+    }
+
+    /// Makes a node that is alone in its cluster join the cluster of `seed`: it forgets
+    /// its own ring and enters as `joining`.
+    ///
+    /// # Errors
+    ///
+    /// When the node already knows other members.
+    pub fn join(&mut self, seed: String) -> Result<(), String> {
+        let others = self.state.len().saturating_sub(1);
+        if others > 0 {
+            return Err(format!(
+                "node {} is already a member of a cluster of {} nodes",
+                self.me,
+                others + 1
+            ));
+        }
+        self.state.set_topology(None);
+        self.update_own(|me| {
+            me.status = NodeStatus::Joining;
+            me.synced = RingId::default();
+        });
+        self.seeds = vec![seed.clone()];
+        self.unmet_seeds = vec![seed];
+        Ok(())
     }
 }

@@ -3,28 +3,25 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use dotkv_ring::Ring;
 use serde::{Deserialize, Serialize};
 
 /// A member's place in the cluster's life cycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum NodeStatus {
-    /// Announced, receiving its partitions; owns them once up.
+    /// Announced; owns nothing until the claimant's ring includes it, then turns up.
     Joining,
     /// A full member.
     Up,
-    /// Handing its partitions off; still serves until done.
+    /// Asked to leave: the next ring excludes it; it serves until that ring is current.
     Leaving,
-    /// Gone; kept so that the departure spreads and is not undone by stale gossip.
+    /// Gone (left, or removed by `dotkv remove`); kept so that the departure spreads and
+    /// is not undone by stale gossip.
     Left,
 }
 
-impl NodeStatus {
-    /// Whether a member in this status owns partitions in the ring.
-    pub fn owns_partitions(self) -> bool {
-        matches!(self, Self::Joining | Self::Up | Self::Leaving)
-    }
-}
+impl NodeStatus {}
 
 impl fmt::Display for NodeStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -55,6 +52,10 @@ pub struct NodeState {
     pub weight: u32,
     /// Its failure domain.
     pub zone: String,
+    /// The pending ring whose partitions this node has finished receiving (ownership
+    /// handoff), or the default while it has received none: what tells the claimant that
+    /// a transition can complete.
+    pub synced: RingId,
 }
 
 impl NodeState {
@@ -76,6 +77,58 @@ pub struct Version {
     pub heartbeat: u64,
 }
 
+/// Names one ring: its version and digest. Two claimants on both sides of a network
+/// partition may give different rings the same version; the digest tells them apart.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
+pub struct RingId {
+    /// [`Ring::version`].
+    pub version: u64,
+    /// [`Ring::digest`].
+    pub digest: u64,
+}
+
+impl RingId {
+    /// The id of `ring`.
+    pub fn of(ring: &Ring) -> Self {
+        Self {
+            version: ring.version(),
+            digest: ring.digest(),
+        }
+    }
+}
+
+/// The ring as cluster state: the current ring and the transition in progress, if any.
+///
+/// Only the claimant publishes a topology, each with a higher `epoch`; nodes keep the
+/// greatest by [`id`](Self::id), `(epoch, digest)`, a total order every node evaluates
+/// alike, so two topologies published on both sides of a network partition resolve to one
+/// after it heals.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Topology {
+    /// Bumped by the claimant on every publication.
+    pub epoch: u64,
+    /// The ring requests route by.
+    pub current: Ring,
+    /// The ring being moved to: its new owners receive their partitions (ownership
+    /// handoff) and get writes meanwhile; it becomes current once they all have.
+    pub pending: Option<Ring>,
+}
+
+/// The order of topologies: `(epoch, digest of both rings)`.
+pub type TopologyId = (u64, u64);
+
+impl Topology {
+    /// Its place in the total order of topologies.
+    pub fn id(&self) -> TopologyId {
+        let pending = self.pending.as_ref().map_or(0, Ring::digest);
+        let digest =
+            self.current.digest() ^ pending.rotate_left(17).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        (self.epoch, digest)
+    }
+}
+
 /// For each member, the version a node holds: what gossip exchanges first.
 pub type Digest = BTreeMap<String, Version>;
 
@@ -86,9 +139,13 @@ pub type Digest = BTreeMap<String, Version>;
 /// [`merge`](Self::merge) keeps, for each id, the greatest entry (by version, then by
 /// content, a total order), so it is commutative, associative and idempotent, and any
 /// order of delivering the same entries converges to the same state.
+///
+/// The [`Topology`] merges the same way: the greater [`Topology::id`] wins.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterState {
     nodes: BTreeMap<String, NodeState>,
+    /// Boxed: two rings are large, and most gossip messages carry none.
+    topology: Option<Box<Topology>>,
 }
 
 impl ClusterState {
@@ -132,8 +189,37 @@ impl ClusterState {
         }
     }
 
-    /// Merges another state; returns the ids whose entries changed.
+    /// The ring and the transition in progress, once the claimant published one.
+    pub fn topology(&self) -> Option<&Topology> {
+        self.topology.as_deref()
+    }
+
+    /// The id of [`topology`](Self::topology), for a gossip digest.
+    pub fn topology_id(&self) -> Option<TopologyId> {
+        self.topology().map(Topology::id)
+    }
+
+    /// Merges a topology; returns whether it replaced the one held.
+    pub fn merge_topology(&mut self, topology: &Topology) -> bool {
+        if self.topology_id() >= Some(topology.id()) {
+            return false;
+        }
+        self.topology = Some(Box::new(topology.clone()));
+        true
+    }
+
+    /// Sets the topology, whatever was held (a claimant's publication, or a node joining
+    /// another cluster forgetting its own).
+    pub(crate) fn set_topology(&mut self, topology: Option<Topology>) {
+        self.topology = topology.map(Box::new);
+    }
+
+    /// Merges another state; returns the ids whose entries changed (the topology merges
+    /// too: compare [`topology_id`](Self::topology_id) to see whether it changed).
     pub fn merge(&mut self, other: &Self) -> Vec<String> {
+        if let Some(topology) = &other.topology {
+            self.merge_topology(topology);
+        }
         other
             .nodes
             .iter()
@@ -150,23 +236,29 @@ impl ClusterState {
             .collect()
     }
 
-    /// The entries newer than what `digest` holds (or absent from it): what its sender
-    /// lacks.
-    pub fn newer_than(&self, digest: &Digest) -> Self {
+    /// The entries newer than what `digest` holds (or absent from it), and the topology
+    /// when it is newer than `topology`: what their sender lacks.
+    pub fn newer_than(&self, digest: &Digest, topology: Option<TopologyId>) -> Self {
         let nodes = self
             .nodes
             .iter()
             .filter(|(id, entry)| digest.get(*id).is_none_or(|&v| entry.version() > v))
             .map(|(id, entry)| (id.clone(), entry.clone()))
             .collect();
-        Self { nodes }
+        let topology = self
+            .topology
+            .as_ref()
+            .filter(|t| Some(t.id()) > topology)
+            .cloned();
+        Self { nodes, topology }
     }
 
-    /// The members that own partitions, as the ring takes them.
-    pub fn owners(&self) -> Vec<dotkv_ring::Member> {
+    /// The members the next ring should have: those joining or up (not leaving, not
+    /// gone), as the ring takes them.
+    pub fn desired_members(&self) -> Vec<dotkv_ring::Member> {
         self.nodes
             .iter()
-            .filter(|(_, e)| e.status.owns_partitions())
+            .filter(|(_, e)| matches!(e.status, NodeStatus::Joining | NodeStatus::Up))
             .map(|(id, e)| dotkv_ring::Member::new(id.clone(), e.weight, e.zone.clone()))
             .collect()
     }

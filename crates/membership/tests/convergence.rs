@@ -23,6 +23,7 @@ fn entry(i: usize) -> NodeState {
         status: NodeStatus::Up,
         weight: 1,
         zone: "z".into(),
+        synced: Default::default(),
     }
 }
 
@@ -269,6 +270,7 @@ fn arb_entry() -> impl Strategy<Value = NodeState> {
         },
         weight: 1 + (incarnation % 2) as u32,
         zone: "z".into(),
+        synced: Default::default(),
     })
 }
 
@@ -305,7 +307,7 @@ proptest! {
         // Delivering through digests and deltas gives the same as direct merges.
         let full = state_of(&updates);
         let mut partial = state_of(&updates[..len / 2]);
-        let delta = full.newer_than(&partial.digest());
+        let delta = full.newer_than(&partial.digest(), partial.topology_id());
         partial.merge(&delta);
         prop_assert_eq!(partial, full);
     }
@@ -344,4 +346,154 @@ fn a_node_that_lost_its_view_refutes_its_stale_entry() {
             .values()
             .all(|g| g.state().get("n2").unwrap().incarnation == own)
     );
+}
+
+/// Five nodes, the first founding the cluster (`up`), the others joining through seeds.
+/// Handoff is simulated as instant: a node that gains partitions in a pending ring marks
+/// it synced on its next round.
+fn joining_sim(seed: u64) -> Sim {
+    let mut sim = Sim::new(5, 0, seed);
+    for (addr, g) in std::mem::take(&mut sim.nodes) {
+        let i: usize = addr.trim_start_matches("addr-").parse().unwrap();
+        let mut own = entry(i);
+        if i > 0 {
+            own.status = NodeStatus::Joining;
+        }
+        let seeds = if i > 0 { vec!["addr-0".into()] } else { vec![] };
+        let fresh = Gossiper::new(
+            g.id().to_owned(),
+            own,
+            None,
+            seeds,
+            MembershipConfig::default(),
+            PARAMS,
+            sim.now,
+        );
+        sim.nodes.insert(addr, fresh);
+    }
+    sim
+}
+
+/// A round of [`Sim::round`] plus the instant handoff of every node gaining partitions.
+fn round_with_handoff(sim: &mut Sim) {
+    sim.round();
+    for g in sim.nodes.values_mut() {
+        let Some(topology) = g.topology() else {
+            continue;
+        };
+        if let Some(pending) = &topology.pending {
+            let id = dotkv_membership::RingId::of(pending);
+            g.mark_synced(id);
+        }
+    }
+}
+
+fn settled(sim: &Sim, members: usize) -> bool {
+    let ids: Vec<_> = sim
+        .nodes
+        .values()
+        .map(|g| g.state().topology_id())
+        .collect();
+    sim.nodes.values().all(|g| {
+        g.topology()
+            .is_some_and(|t| t.pending.is_none() && t.current.members().len() == members)
+    }) && ids.windows(2).all(|w| w[0] == w[1])
+}
+
+#[test]
+fn the_claimant_brings_joining_nodes_in_and_lets_a_leaving_one_go() {
+    let mut sim = joining_sim(5);
+    for _ in 0..300 {
+        round_with_handoff(&mut sim);
+        if settled(&sim, 5) && sim.nodes.values().all(|g| g.own_status() == NodeStatus::Up) {
+            break;
+        }
+    }
+    assert!(
+        settled(&sim, 5),
+        "the ring did not settle on the five members"
+    );
+    assert!(sim.nodes.values().all(|g| g.own_status() == NodeStatus::Up));
+    // Only the claimant computes rings: every node holds the one topology it published.
+    let claimant = sim.nodes["addr-0"].claimant(sim.now);
+    assert_eq!(claimant.as_deref(), Some("n0"));
+
+    sim.nodes.get_mut("addr-3").unwrap().leave().unwrap();
+    for _ in 0..300 {
+        round_with_handoff(&mut sim);
+        if settled(&sim, 4) && sim.nodes["addr-3"].own_status() == NodeStatus::Left {
+            break;
+        }
+    }
+    assert!(
+        settled(&sim, 4),
+        "the ring did not settle without the leaver"
+    );
+    assert_eq!(sim.nodes["addr-3"].own_status(), NodeStatus::Left);
+    let ring = sim.nodes["addr-0"].ring().unwrap();
+    assert!(ring.index_of("n3").is_none());
+}
+
+#[test]
+fn a_transition_waits_for_every_receiver_to_sync() {
+    let mut sim = joining_sim(7);
+    // Without handoff, nobody syncs: the joiners stay out of the current ring.
+    for _ in 0..100 {
+        sim.round();
+    }
+    let topology = sim.nodes["addr-0"].topology().unwrap();
+    assert_eq!(topology.current.members().len(), 1);
+    assert!(topology.pending.is_some());
+    assert!(
+        sim.nodes
+            .iter()
+            .filter(|(a, _)| *a != "addr-0")
+            .all(|(_, g)| g.own_status() == NodeStatus::Joining)
+    );
+}
+
+#[test]
+fn a_removed_member_is_left_everywhere_and_accepts_it_when_it_returns() {
+    let mut sim = joining_sim(9);
+    for _ in 0..300 {
+        round_with_handoff(&mut sim);
+        if settled(&sim, 5) {
+            break;
+        }
+    }
+    let removed = sim.nodes.remove("addr-4").unwrap();
+    sim.nodes.get_mut("addr-1").unwrap().remove("n4").unwrap();
+    assert!(
+        sim.nodes.get_mut("addr-1").unwrap().remove("n1").is_err(),
+        "self-removal is refused"
+    );
+    assert!(
+        sim.nodes
+            .get_mut("addr-1")
+            .unwrap()
+            .remove("nobody")
+            .is_err()
+    );
+    for _ in 0..300 {
+        round_with_handoff(&mut sim);
+        if settled(&sim, 4) {
+            break;
+        }
+    }
+    assert!(settled(&sim, 4));
+    // n4 comes back with its old view: it learns it was removed instead of refuting it.
+    let mut back = Gossiper::new(
+        "n4",
+        entry(4),
+        Some(removed.state().clone()),
+        vec![],
+        MembershipConfig::default(),
+        PARAMS,
+        sim.now,
+    );
+    let peer = sim.nodes.get_mut("addr-0").unwrap();
+    let syn = back.tick(sim.now).unwrap().1;
+    let ack = peer.handle(syn, sim.now);
+    back.handle_ack(ack, sim.now);
+    assert_eq!(back.own_status(), NodeStatus::Left);
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use dotkv_membership::{
     ClusterState, GossipRequest, GossipResponse, Gossiper, MemberView, MembershipConfig, NodeState,
-    RingParams,
+    NodeStatus, RingId, RingParams, Topology,
 };
 use dotkv_ring::{NodeIndex, Ring};
 use dotkv_storage::{Storage, StorageExt};
@@ -18,7 +18,8 @@ use crate::Transport;
 pub const META_CLUSTER_STATE: &str = "cluster_state";
 
 /// The format byte of the persisted view.
-const VIEW_FORMAT: u8 = 1;
+/// 2: the view holds the topology (the ring as state) and each member's sync mark.
+const VIEW_FORMAT: u8 = 2;
 
 fn encode_view(state: &ClusterState) -> Vec<u8> {
     let mut out = vec![VIEW_FORMAT];
@@ -53,8 +54,11 @@ pub struct ClusterOptions {
 /// immutable snapshot shared by every request until the view changes.
 #[derive(Debug)]
 pub struct Routing {
-    /// The ring of the current view.
+    /// The current ring: reads go to its owners; writes to its owners and, during a
+    /// transition, to the pending ring's too.
     pub ring: Ring,
+    /// The ring a transition moves to, with its own addresses and index of this node.
+    pub pending: Option<Arc<Self>>,
     /// Each ring member's address, by [`NodeIndex`]; shared so that a request's replica
     /// calls take a refcount, not a copy.
     pub addrs: Vec<Arc<str>>,
@@ -76,6 +80,32 @@ impl Routing {
     /// The id of ring member `node`.
     pub fn id(&self, node: NodeIndex) -> &str {
         &self.ring.member(node).id
+    }
+
+    /// The snapshot of one ring, addresses looked up in `state`.
+    fn of(ring: &Ring, me: &str, state: &ClusterState) -> Self {
+        let addrs = ring
+            .members()
+            .iter()
+            .map(|m| state.get(&m.id).map_or("", |e| e.addr.as_str()).into())
+            .collect();
+        Self {
+            ring: ring.clone(),
+            pending: None,
+            me: ring.index_of(me),
+            addrs,
+        }
+    }
+
+    fn same_as(&self, other: &Self) -> bool {
+        self.ring.digest() == other.ring.digest()
+            && self.ring.version() == other.ring.version()
+            && self.addrs == other.addrs
+            && match (&self.pending, &other.pending) {
+                (None, None) => true,
+                (Some(a), Some(b)) => a.same_as(b),
+                _ => false,
+            }
     }
 }
 
@@ -185,30 +215,21 @@ impl Cluster {
     /// readers take only the routing lock).
     fn refresh_routing(&self) {
         self.with(|g| {
-            let Some(ring) = g.ring() else {
+            let Some(topology) = g.topology() else {
                 return;
             };
-            let addrs: Vec<Arc<str>> = ring
-                .members()
-                .iter()
-                .map(|m| g.state().get(&m.id).map_or("", |e| e.addr.as_str()).into())
-                .collect();
+            let mut fresh = Routing::of(&topology.current, g.id(), g.state());
+            fresh.pending = topology
+                .pending
+                .as_ref()
+                .map(|pending| Arc::new(Routing::of(pending, g.id(), g.state())));
             let mut routing = self
                 .0
                 .routing
                 .write()
                 .expect("routing lock poisoned: a panic while replacing it");
-            let unchanged = routing.as_ref().is_some_and(|r| {
-                r.ring.digest() == ring.digest()
-                    && r.ring.version() == ring.version()
-                    && r.addrs == addrs
-            });
-            if !unchanged {
-                *routing = Some(Arc::new(Routing {
-                    ring: ring.clone(),
-                    me: ring.index_of(g.id()),
-                    addrs,
-                }));
+            if !routing.as_ref().is_some_and(|r| r.same_as(&fresh)) {
+                *routing = Some(Arc::new(fresh));
             }
         });
     }
@@ -230,10 +251,101 @@ impl Cluster {
         self.with(|g| g.id().to_owned())
     }
 
+    /// This node's own membership status.
+    pub fn own_status(&self) -> NodeStatus {
+        self.with(|g| g.own_status())
+    }
+
+    /// The current ring and the transition in progress, as this node knows them.
+    pub fn topology(&self) -> Option<Topology> {
+        self.with(|g| g.topology().cloned())
+    }
+
+    /// The member `id`'s entry, as this node knows it.
+    pub fn member(&self, id: &str) -> Option<NodeState> {
+        self.with(|g| g.state().get(id).cloned())
+    }
+
+    /// Runs a membership change and persists it at once, so a restart right after it
+    /// keeps it.
+    async fn change(
+        &self,
+        change: impl FnOnce(&mut Gossiper) -> Result<(), String>,
+    ) -> crate::Result<()> {
+        self.with(change).map_err(crate::Error::InvalidArgument)?;
+        self.refresh_routing();
+        self.persist_if_changed().await;
+        Ok(())
+    }
+
+    /// This node asks to leave (see [`Gossiper::leave`]).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) when it already left.
+    pub async fn leave(&self) -> crate::Result<()> {
+        self.change(Gossiper::leave).await
+    }
+
+    /// Marks member `id` removed (see [`Gossiper::remove`]).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) for an unknown id, this
+    /// node, or a member that already left.
+    pub async fn remove(&self, id: &str) -> crate::Result<()> {
+        self.change(|g| g.remove(id)).await
+    }
+
+    /// Makes this lone node join the cluster of `seed` (see [`Gossiper::join`]).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) when it knows other
+    /// members already.
+    pub async fn join(&self, seed: String) -> crate::Result<()> {
+        self.with(|g| g.join(seed))
+            .map_err(crate::Error::InvalidArgument)?;
+        // Its own ring is forgotten: it owns nothing until the cluster's ring includes it.
+        *self
+            .0
+            .routing
+            .write()
+            .expect("routing lock poisoned: a panic while replacing it") = None;
+        self.persist_if_changed().await;
+        Ok(())
+    }
+
+    /// The transition in progress: the pending ring's id, the partition replicas that
+    /// change owner, and how many of them their receiver has synced.
+    pub fn transition_progress(&self) -> Option<(RingId, usize, usize)> {
+        self.with(|g| {
+            let topology = g.topology()?;
+            let pending = topology.pending.as_ref()?;
+            let id = RingId::of(pending);
+            let moves = topology.current.diff(pending).moves;
+            let moved = moves
+                .iter()
+                .filter(|m| g.state().get(&m.to).is_some_and(|e| e.synced == id))
+                .count();
+            Some((id, moves.len(), moved))
+        })
+    }
+
+    /// Records that this node received every partition it gains in the pending ring `ring`.
+    pub async fn mark_synced(&self, ring: RingId) {
+        self.with(|g| g.mark_synced(ring));
+        self.persist_if_changed().await;
+    }
+
     /// One gossip exchange with one peer.
     pub async fn gossip_round(&self) {
         let now = self.now();
-        let Some((addr, syn)) = self.with(|g| g.tick(now)) else {
+        let tick = self.with(|g| g.tick(now));
+        // As the claimant, the tick may have published a ring.
+        self.refresh_routing();
+        let Some((addr, syn)) = tick else {
+            self.persist_if_changed().await;
             return;
         };
         let ack = match self.0.transport.gossip(&addr, syn).await {

@@ -29,6 +29,7 @@
 mod cluster;
 mod config;
 mod error;
+mod handoff;
 mod node;
 mod object;
 mod quorum;
@@ -40,6 +41,7 @@ mod transport;
 pub use cluster::{Cluster, ClusterOptions, META_CLUSTER_STATE, Routing};
 pub use config::{LimitsConfig, ReplicationConfig};
 pub use error::{Error, Result};
+pub use handoff::{HandoffConfig, HandoffPage, PageMode, TransferView};
 pub use node::Node;
 pub use object::{Object, Value, decode_object, encode_object};
 pub use request::{GetReply, GetRequest, PutReply, PutRequest, ReplicaView, ReplicasReply};

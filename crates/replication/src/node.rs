@@ -21,8 +21,9 @@ use dotkv_versioning::{ContextToken, ReplicaId, VersionVector};
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
 
+use crate::handoff::{HandoffConfig, HandoffState};
 use crate::object::{context_of, decode_object, encode_object, is_stale, live_values, merge_into};
-use crate::quorum::{Progress, Quorum};
+use crate::quorum::{Progress, Quorum, WriteQuorums};
 use crate::{
     Cluster, Error, GetReply, GetRequest, LimitsConfig, Object, PutReply, PutRequest, ReplicaView,
     ReplicasReply, ReplicationConfig, Result, Routing, Transport, TransportError, Value,
@@ -45,6 +46,9 @@ struct NodeInner {
     transport: Arc<dyn Transport>,
     config: ReplicationConfig,
     limits: LimitsConfig,
+    /// Ownership handoff: its settings and its running transfers.
+    handoff: HandoffConfig,
+    handoff_state: HandoffState,
 }
 
 /// The result of one replica's read: who, and what it holds.
@@ -64,6 +68,7 @@ impl Node {
         replica: ReplicaId,
         config: ReplicationConfig,
         limits: LimitsConfig,
+        handoff: HandoffConfig,
     ) -> Self {
         let id = cluster.node_id();
         Self(Arc::new(NodeInner {
@@ -74,12 +79,30 @@ impl Node {
             transport,
             config,
             limits,
+            handoff,
+            handoff_state: HandoffState::default(),
         }))
     }
 
     /// The node's membership.
     pub fn cluster(&self) -> &Cluster {
         &self.0.cluster
+    }
+
+    pub(crate) fn store(&self) -> &Arc<dyn Storage> {
+        &self.0.store
+    }
+
+    pub(crate) fn transport(&self) -> &Arc<dyn Transport> {
+        &self.0.transport
+    }
+
+    pub(crate) fn handoff_config(&self) -> &HandoffConfig {
+        &self.0.handoff
+    }
+
+    pub(crate) fn handoff_state(&self) -> &HandoffState {
+        &self.0.handoff_state
     }
 
     /// Writes or deletes a key (see the module docs for the protocol).
@@ -235,6 +258,30 @@ impl Node {
             .map(Bytes::from))
     }
 
+    /// Makes this node, alone in its cluster and holding no data, join the cluster of
+    /// `seed`: it enters as `joining` and owns nothing until the claimant's ring includes
+    /// it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] when the node knows other members or holds objects
+    /// (its data would not be handed to anyone).
+    pub async fn join(&self, seed: String) -> Result<()> {
+        let objects = self
+            .0
+            .store
+            .count(dotkv_storage::Keyspace::Objects, &[])
+            .await?;
+        if objects > 0 {
+            return Err(Error::InvalidArgument(format!(
+                "node {} holds {objects} objects; only an empty node can join another \
+                 cluster (start it with an empty data dir and --seeds)",
+                self.0.id
+            )));
+        }
+        self.0.cluster.join(seed).await
+    }
+
     fn routing(&self) -> Result<Arc<Routing>> {
         self.0.cluster.routing().ok_or_else(|| {
             Error::Unavailable(format!(
@@ -320,22 +367,45 @@ impl Node {
         let value = value.map_or(Value::Tombstone, Value::Data);
         let (object, context) = self.update_local(partition, &key, context, value).await?;
         let object = Bytes::from(object);
-        let others: Vec<NodeIndex> = routing
-            .ring
-            .preference_list(partition)
-            .iter()
-            .copied()
-            .filter(|&node| Some(node) != routing.me)
-            .collect();
-        let mut quorum = Quorum::new(w, others.len() + 1);
-        quorum.success();
-        let mut writes: FuturesUnordered<BoxFuture<'static, ReplicaWrite>> = others
-            .iter()
-            .map(|&node| self.write_to(routing, node, key.clone(), object.clone()))
-            .collect();
-        if gather(&mut quorum, &mut writes, routing, |_, _| ()).await != Progress::Reached {
-            // The write stays on the replicas that took it.
-            return Err(quorum.into_error("acknowledgements"));
+        let targets = WriteTargets::of(routing, partition);
+        let mut quorums = WriteQuorums::new(
+            w,
+            routing.ring.replicas(),
+            routing.pending.as_ref().map(|p| p.ring.replicas()),
+        );
+        // The coordinator's own replica counts in every ring that has it.
+        quorums.record(true, targets.me_in_pending, Ok(()));
+        let mut writes: FuturesUnordered<BoxFuture<'static, (usize, Result<(), TransportError>)>> =
+            targets
+                .peers
+                .iter()
+                .enumerate()
+                .map(|(i, target)| {
+                    let transport = Arc::clone(&self.0.transport);
+                    let (addr, key, object) =
+                        (Arc::clone(&target.addr), key.clone(), object.clone());
+                    Box::pin(async move { (i, transport.write_replica(&addr, key, object).await) })
+                        as BoxFuture<'static, _>
+                })
+                .collect();
+        let mut progress = quorums.progress();
+        while progress == Progress::Pending {
+            let Some((i, result)) = writes.next().await else {
+                break;
+            };
+            let target = &targets.peers[i];
+            let outcome = result.map_err(|error| format!("{}: {error}", target.id));
+            progress = quorums.record(target.in_current, target.in_pending, outcome);
+        }
+        if progress != Progress::Reached {
+            // The replies still coming are counted too (within their deadline), so that
+            // the error tells how many were obtained. The write stays where it landed.
+            while let Some((i, result)) = writes.next().await {
+                let target = &targets.peers[i];
+                let outcome = result.map_err(|error| format!("{}: {error}", target.id));
+                quorums.record(target.in_current, target.in_pending, outcome);
+            }
+            return Err(quorums.into_error());
         }
         if !writes.is_empty() {
             // The remaining replicas still get the write: drive their calls to the end.
@@ -400,7 +470,7 @@ impl Node {
 
     /// Merges `incoming` into this node's replica of `key`. `encoded` is `incoming`'s
     /// encoding, stored as is when the replica holds nothing.
-    async fn merge_local(
+    pub(crate) async fn merge_local(
         &self,
         partition: u32,
         key: &[u8],
@@ -515,6 +585,61 @@ impl Node {
     }
 }
 
+/// A write's replicas other than the coordinator: the key's owners in the current ring and,
+/// during a transition, in the pending ring (each node once).
+struct WriteTarget {
+    id: String,
+    addr: Arc<str>,
+    in_current: bool,
+    in_pending: bool,
+}
+
+struct WriteTargets {
+    peers: Vec<WriteTarget>,
+    /// Whether the coordinator is an owner of the key in the pending ring too.
+    me_in_pending: bool,
+}
+
+impl WriteTargets {
+    fn of(routing: &Routing, partition: u32) -> Self {
+        let mut peers: Vec<WriteTarget> = routing
+            .ring
+            .preference_list(partition)
+            .iter()
+            .filter(|&&node| Some(node) != routing.me)
+            .map(|&node| WriteTarget {
+                id: routing.id(node).to_owned(),
+                addr: routing.shared_addr(node),
+                in_current: true,
+                in_pending: false,
+            })
+            .collect();
+        let mut me_in_pending = false;
+        if let Some(pending) = &routing.pending {
+            for &node in pending.ring.preference_list(partition) {
+                if Some(node) == pending.me {
+                    me_in_pending = true;
+                    continue;
+                }
+                let id = pending.id(node);
+                match peers.iter_mut().find(|t| t.id == id) {
+                    Some(target) => target.in_pending = true,
+                    None => peers.push(WriteTarget {
+                        id: id.to_owned(),
+                        addr: pending.shared_addr(node),
+                        in_current: false,
+                        in_pending: true,
+                    }),
+                }
+            }
+        }
+        Self {
+            peers,
+            me_in_pending,
+        }
+    }
+}
+
 /// Counts replica replies into `quorum` until it is decided, handing each to `seen`.
 /// When it fails, the replies still coming are counted too (within their deadline), so
 /// that the error tells how many were obtained; when it is reached, the rest stay in
@@ -546,7 +671,7 @@ fn abort(error: Error) -> BoxError {
 
 /// A storage transaction's failure as a request error: the update's own error when it
 /// aborted, else the storage's.
-fn tx_error(error: TxError) -> Error {
+pub(crate) fn tx_error(error: TxError) -> Error {
     match error {
         TxError::Abort(cause) => cause
             .downcast_ref::<Error>()

@@ -64,6 +64,70 @@ impl Quorum {
     }
 }
 
+/// A write's quorums during a transition: `W` acknowledgements among the current ring's
+/// owners *and* `W` among the pending ring's (as Garage requires a quorum in every active
+/// layout), so that an acknowledged write is on a quorum of the owners before and after
+/// the switch. Without a transition only the current quorum counts.
+#[derive(Debug)]
+pub(crate) struct WriteQuorums {
+    current: Quorum,
+    pending: Option<Quorum>,
+}
+
+impl WriteQuorums {
+    /// `w` of `current` owners, and `w` of `pending` owners when a transition runs.
+    pub(crate) fn new(w: usize, current: usize, pending: Option<usize>) -> Self {
+        Self {
+            current: Quorum::new(w, current),
+            pending: pending.map(|total| Quorum::new(w, total)),
+        }
+    }
+
+    /// Counts one replica's answer toward the quorums of the rings it owns the key in.
+    pub(crate) fn record(
+        &mut self,
+        in_current: bool,
+        in_pending: bool,
+        outcome: Result<(), String>,
+    ) -> Progress {
+        let count = |quorum: &mut Quorum| match &outcome {
+            Ok(()) => quorum.success(),
+            Err(error) => quorum.failure(error.clone()),
+        };
+        if in_current {
+            count(&mut self.current);
+        }
+        if let (true, Some(pending)) = (in_pending, &mut self.pending) {
+            count(pending);
+        }
+        self.progress()
+    }
+
+    /// Reached when every quorum is; failed as soon as one is.
+    pub(crate) fn progress(&self) -> Progress {
+        let quorums = std::iter::once(&self.current).chain(&self.pending);
+        let mut progress = Progress::Reached;
+        for quorum in quorums {
+            match quorum.progress() {
+                Progress::Failed => return Progress::Failed,
+                Progress::Pending => progress = Progress::Pending,
+                Progress::Reached => {}
+            }
+        }
+        progress
+    }
+
+    /// The error of the quorum that failed (or of the current one).
+    pub(crate) fn into_error(self) -> Error {
+        match self.pending {
+            Some(pending) if pending.progress() == Progress::Failed => {
+                pending.into_error("acknowledgements among the incoming owners")
+            }
+            _ => self.current.into_error("acknowledgements"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -90,6 +154,27 @@ mod tests {
             panic!("wrong error")
         };
         assert_eq!((required, succeeded, errors.len()), (2, 0, 2));
+    }
+
+    #[test]
+    fn a_write_during_a_transition_needs_both_quorums() {
+        // Current owners a, b, c; pending owners b, c, d.
+        let mut q = WriteQuorums::new(2, 3, Some(3));
+        assert_eq!(q.record(true, false, Ok(())), Progress::Pending); // a
+        assert_eq!(q.record(false, true, Ok(())), Progress::Pending); // d
+        assert_eq!(q.record(true, true, Ok(())), Progress::Reached); // b
+        // a acknowledges; d and b fail: two of the incoming owners are gone.
+        let mut q = WriteQuorums::new(2, 3, Some(3));
+        q.record(true, false, Ok(()));
+        assert_eq!(
+            q.record(false, true, Err("d down".into())),
+            Progress::Pending
+        );
+        assert_eq!(q.record(true, true, Err("b down".into())), Progress::Failed);
+        let Error::QuorumNotReached { what, .. } = q.into_error() else {
+            panic!("wrong error")
+        };
+        assert!(what.contains("incoming"), "{what}");
     }
 
     #[test]

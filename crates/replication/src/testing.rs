@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use dotkv_membership::{GossipRequest, GossipResponse};
 
-use crate::{Error, Node, PutReply, PutRequest, Transport, TransportError};
+use crate::{Error, HandoffPage, Node, PageMode, PutReply, PutRequest, Transport, TransportError};
 
 /// The network: which node answers at which address, and the faults in force.
 #[derive(Debug, Default)]
@@ -205,5 +205,43 @@ impl Transport for MemTransport {
     ) -> Result<PutReply, TransportError> {
         self.call(addr, |node| async move { node.put(request).await })
             .await
+    }
+
+    async fn handoff_page(
+        &self,
+        addr: &str,
+        partition: u32,
+        after: Option<Bytes>,
+        mode: PageMode,
+    ) -> Result<HandoffPage, TransportError> {
+        self.call(addr, |node| async move {
+            node.handoff_page(partition, after, mode).await
+        })
+        .await
+    }
+
+    async fn wanted(
+        &self,
+        addr: &str,
+        partition: u32,
+        offered: Vec<(Bytes, u64)>,
+    ) -> Result<Vec<u32>, TransportError> {
+        self.call(
+            addr,
+            |node| async move { node.wanted(partition, offered).await },
+        )
+        .await
+    }
+
+    async fn push_partition(
+        &self,
+        addr: &str,
+        partition: u32,
+        entries: Vec<(Bytes, Bytes)>,
+    ) -> Result<(), TransportError> {
+        self.call(addr, |node| async move {
+            node.merge_page(partition, entries).await
+        })
+        .await
     }
 }

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use dotkv_membership::{GossipRequest, GossipResponse};
 
-use crate::{Error, PutReply, PutRequest};
+use crate::{Error, HandoffPage, PageMode, PutReply, PutRequest};
 
 /// Why a call to a peer failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -90,4 +90,32 @@ pub trait Transport: Send + Sync + fmt::Debug + 'static {
         addr: &str,
         request: PutRequest,
     ) -> Result<PutReply, TransportError>;
+
+    /// A page of `partition` after `after` from the node at `addr` (ownership handoff's
+    /// receiving side pulls with it).
+    async fn handoff_page(
+        &self,
+        addr: &str,
+        partition: u32,
+        after: Option<Bytes>,
+        mode: PageMode,
+    ) -> Result<HandoffPage, TransportError>;
+
+    /// Which of the offered `(key, object digest)` pairs of `partition` the node at `addr`
+    /// lacks or holds differently (indices into `offered`).
+    async fn wanted(
+        &self,
+        addr: &str,
+        partition: u32,
+        offered: Vec<(Bytes, u64)>,
+    ) -> Result<Vec<u32>, TransportError>;
+
+    /// Merges handed-off objects into the node at `addr` (an old owner handing off a
+    /// partition before it drops it).
+    async fn push_partition(
+        &self,
+        addr: &str,
+        partition: u32,
+        entries: Vec<(Bytes, Bytes)>,
+    ) -> Result<(), TransportError>;
 }

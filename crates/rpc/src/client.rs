@@ -9,7 +9,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use dotkv_membership::{GossipRequest, GossipResponse};
 use dotkv_replication::{
-    Error, GetReply, GetRequest, PutReply, PutRequest, ReplicasReply, Transport, TransportError,
+    Error, GetReply, GetRequest, HandoffPage, PageMode, PutReply, PutRequest, ReplicasReply,
+    Transport, TransportError,
 };
 use tarpc::client::RpcError as TarpcError;
 use tarpc::context::Context;
@@ -276,6 +277,60 @@ impl Client {
         self.call(self.inner.read_replica(self.context(), key))
             .await
     }
+
+    /// A page of a partition (peers: ownership handoff).
+    pub async fn handoff_page(
+        &self,
+        partition: u32,
+        after: Option<Bytes>,
+        mode: PageMode,
+    ) -> Result<HandoffPage, RpcError> {
+        self.call(
+            self.inner
+                .handoff_page(self.context(), partition, after, mode),
+        )
+        .await
+    }
+
+    /// Which offered `(key, digest)` pairs of a partition the node lacks (peers).
+    pub async fn wanted(
+        &self,
+        partition: u32,
+        offered: Vec<(Bytes, u64)>,
+    ) -> Result<Vec<u32>, RpcError> {
+        self.call(self.inner.wanted(self.context(), partition, offered))
+            .await
+    }
+
+    /// Merges handed-off objects of a partition into the node (peers).
+    pub async fn push_partition(
+        &self,
+        partition: u32,
+        entries: Vec<(Bytes, Bytes)>,
+    ) -> Result<(), RpcError> {
+        self.call(
+            self.inner
+                .push_partition(self.context(), partition, entries),
+        )
+        .await
+    }
+
+    /// Makes the node, alone in its cluster and empty, join the cluster of `seed`.
+    pub async fn join(&self, seed: &str) -> Result<(), RpcError> {
+        self.call(self.inner.join(self.context(), seed.to_owned()))
+            .await
+    }
+
+    /// Makes the node leave the cluster (it exits once its data lives elsewhere).
+    pub async fn leave(&self) -> Result<(), RpcError> {
+        self.call(self.inner.leave(self.context())).await
+    }
+
+    /// Removes member `id`, dead for good; its replicas are rebuilt from the survivors.
+    pub async fn remove(&self, id: &str) -> Result<(), RpcError> {
+        self.call(self.inner.remove(self.context(), id.to_owned()))
+            .await
+    }
 }
 
 /// Room for a request's envelope within a frame.
@@ -451,6 +506,47 @@ impl Transport for TarpcTransport {
         self.call(addr, false, |client| {
             let request = request.clone();
             async move { client.put_with(request).await }
+        })
+        .await
+    }
+
+    async fn handoff_page(
+        &self,
+        addr: &str,
+        partition: u32,
+        after: Option<Bytes>,
+        mode: PageMode,
+    ) -> Result<HandoffPage, TransportError> {
+        self.call(addr, true, |client| {
+            let after = after.clone();
+            async move { client.handoff_page(partition, after, mode).await }
+        })
+        .await
+    }
+
+    async fn wanted(
+        &self,
+        addr: &str,
+        partition: u32,
+        offered: Vec<(Bytes, u64)>,
+    ) -> Result<Vec<u32>, TransportError> {
+        self.call(addr, true, |client| {
+            let offered = offered.clone();
+            async move { client.wanted(partition, offered).await }
+        })
+        .await
+    }
+
+    async fn push_partition(
+        &self,
+        addr: &str,
+        partition: u32,
+        entries: Vec<(Bytes, Bytes)>,
+    ) -> Result<(), TransportError> {
+        // Merges are idempotent: a retried push stores each object once.
+        self.call(addr, true, |client| {
+            let entries = entries.clone();
+            async move { client.push_partition(partition, entries).await }
         })
         .await
     }

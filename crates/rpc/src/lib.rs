@@ -21,7 +21,9 @@ mod service;
 pub use client::{Client, RpcError, TarpcTransport};
 pub use config::RpcConfig;
 pub use server::serve;
-pub use service::{NodeView, PartitionView, RingReply, StatusReply};
+pub use service::{
+    HintView, NodeView, PartitionView, PendingStatus, RingReply, RingStatus, StatusReply,
+};
 
 /// The default largest frame: a 4 MiB value with room for its envelope.
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 8 << 20;

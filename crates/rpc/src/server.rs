@@ -4,7 +4,9 @@ use std::future::Future;
 
 use bytes::Bytes;
 use dotkv_membership::{GossipRequest, GossipResponse};
-use dotkv_replication::{Error, GetReply, GetRequest, Node, PutReply, PutRequest, ReplicasReply};
+use dotkv_replication::{
+    Error, GetReply, GetRequest, HandoffPage, Node, PageMode, PutReply, PutRequest, ReplicasReply,
+};
 use futures::StreamExt;
 use tarpc::context::Context;
 use tarpc::server::{BaseChannel, Channel};
@@ -12,7 +14,9 @@ use tarpc::tokio_serde::formats::Bincode;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
-use crate::service::{NodeService, NodeView, PartitionView, RingReply, StatusReply};
+use crate::service::{
+    NodeService, NodeView, PartitionView, PendingStatus, RingReply, RingStatus, StatusReply,
+};
 
 /// The handlers: thin adapters into the replication layer.
 #[derive(Debug, Clone)]
@@ -49,6 +53,46 @@ impl NodeService for NodeServer {
         payload
     }
 
+    async fn handoff_page(
+        self,
+        _: Context,
+        partition: u32,
+        after: Option<Bytes>,
+        mode: PageMode,
+    ) -> Result<HandoffPage, Error> {
+        self.node.handoff_page(partition, after, mode).await
+    }
+
+    async fn wanted(
+        self,
+        _: Context,
+        partition: u32,
+        offered: Vec<(Bytes, u64)>,
+    ) -> Result<Vec<u32>, Error> {
+        self.node.wanted(partition, offered).await
+    }
+
+    async fn push_partition(
+        self,
+        _: Context,
+        partition: u32,
+        entries: Vec<(Bytes, Bytes)>,
+    ) -> Result<(), Error> {
+        self.node.merge_page(partition, entries).await
+    }
+
+    async fn join(self, _: Context, seed: String) -> Result<(), Error> {
+        self.node.join(seed).await
+    }
+
+    async fn leave(self, _: Context) -> Result<(), Error> {
+        self.node.cluster().leave().await
+    }
+
+    async fn remove(self, _: Context, id: String) -> Result<(), Error> {
+        self.node.cluster().remove(&id).await
+    }
+
     async fn status(self, _: Context) -> StatusReply {
         let cluster = self.node.cluster();
         let routing = cluster.routing();
@@ -75,7 +119,25 @@ impl NodeService for NodeServer {
                 }
             })
             .collect();
-        StatusReply { nodes }
+        let ring = ring.map(|ring| RingStatus {
+            version: ring.version(),
+            digest: format!("{:016x}", ring.digest()),
+            pending: cluster
+                .transition_progress()
+                .map(|(id, moves, moved)| PendingStatus {
+                    version: id.version,
+                    digest: format!("{:016x}", id.digest),
+                    moves,
+                    moved,
+                }),
+        });
+        StatusReply {
+            node: cluster.node_id(),
+            nodes,
+            ring,
+            transfers: self.node.transfers(),
+            hints: Vec::new(),
+        }
     }
 
     async fn ring(self, _: Context) -> RingReply {
@@ -84,23 +146,29 @@ impl NodeService for NodeServer {
                 version: 0,
                 digest: String::new(),
                 partitions: vec![],
+                pending_version: None,
             };
         };
         let ring = &routing.ring;
+        let pending = routing.pending.as_ref().map(|p| &p.ring);
+        let ids = |ring: &dotkv_ring::Ring, id: u32| {
+            ring.preference_list(id)
+                .iter()
+                .map(|&i| ring.member(i).id.clone())
+                .collect::<Vec<_>>()
+        };
         let partitions = (0..ring.partitions())
             .map(|id| PartitionView {
                 id,
-                nodes: ring
-                    .preference_list(id)
-                    .iter()
-                    .map(|&i| ring.member(i).id.clone())
-                    .collect(),
+                nodes: ids(ring, id),
+                pending: pending.map(|p| ids(p, id)),
             })
             .collect();
         RingReply {
             version: ring.version(),
             digest: format!("{:016x}", ring.digest()),
             partitions,
+            pending_version: pending.map(dotkv_ring::Ring::version),
         }
     }
 }

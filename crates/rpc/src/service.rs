@@ -2,7 +2,10 @@
 
 use bytes::Bytes;
 use dotkv_membership::{GossipRequest, GossipResponse};
-use dotkv_replication::{Error, GetReply, GetRequest, PutReply, PutRequest, ReplicasReply};
+use dotkv_replication::{
+    Error, GetReply, GetRequest, HandoffPage, PageMode, PutReply, PutRequest, ReplicasReply,
+    TransferView,
+};
 use serde::{Deserialize, Serialize};
 
 /// The calls a node answers: client calls and peer calls on one service, so that a node
@@ -25,6 +28,22 @@ pub(crate) trait NodeService {
     async fn write_replica(key: Bytes, object: Bytes) -> Result<(), Error>;
     /// This replica's object for a key (peers).
     async fn read_replica(key: Bytes) -> Result<Option<Bytes>, Error>;
+    /// A page of a partition, for ownership handoff (peers).
+    async fn handoff_page(
+        partition: u32,
+        after: Option<Bytes>,
+        mode: PageMode,
+    ) -> Result<HandoffPage, Error>;
+    /// Which offered `(key, digest)` pairs of a partition this node lacks (peers).
+    async fn wanted(partition: u32, offered: Vec<(Bytes, u64)>) -> Result<Vec<u32>, Error>;
+    /// Merges handed-off objects of a partition (peers).
+    async fn push_partition(partition: u32, entries: Vec<(Bytes, Bytes)>) -> Result<(), Error>;
+    /// Makes this node, alone in its cluster, join the cluster of `seed` (clients).
+    async fn join(seed: String) -> Result<(), Error>;
+    /// Makes this node leave the cluster once its data lives elsewhere (clients).
+    async fn leave() -> Result<(), Error>;
+    /// Removes a member that is dead for good; its replicas are rebuilt (clients).
+    async fn remove(id: String) -> Result<(), Error>;
     /// Echoes `payload`: the round trip of the wire alone, the floor `dotkv bench
     /// --workload ping` measures (clients).
     async fn ping(payload: Bytes) -> Bytes;
@@ -33,8 +52,49 @@ pub(crate) trait NodeService {
 /// The answer to `status`: `dotkv status --json` prints it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StatusReply {
+    /// The id of the node that answered.
+    pub node: String,
     /// The members, by id.
     pub nodes: Vec<NodeView>,
+    /// The ring as the answering node knows it (absent before the first ring).
+    pub ring: Option<RingStatus>,
+    /// The partition transfers the answering node is receiving.
+    pub transfers: Vec<TransferView>,
+    /// Hints the answering node holds, by target (sloppy quorum; empty until it lands).
+    pub hints: Vec<HintView>,
+}
+
+/// The ring in a [`StatusReply`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RingStatus {
+    /// The current ring's version.
+    pub version: u64,
+    /// The current ring's digest, in hex.
+    pub digest: String,
+    /// The transition in progress, if any.
+    pub pending: Option<PendingStatus>,
+}
+
+/// A transition in progress, in a [`RingStatus`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PendingStatus {
+    /// The pending ring's version.
+    pub version: u64,
+    /// The pending ring's digest, in hex.
+    pub digest: String,
+    /// Partition replicas that change owner.
+    pub moves: usize,
+    /// Of them, those whose receiver has received all it gains.
+    pub moved: usize,
+}
+
+/// Hints held for one target, in a [`StatusReply`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HintView {
+    /// The node the hints are for.
+    pub target: String,
+    /// How many keys.
+    pub keys: u64,
 }
 
 /// One member in a [`StatusReply`].
@@ -55,7 +115,9 @@ pub struct NodeView {
     pub partitions: usize,
 }
 
-/// The answer to `ring`: `dotkv ring --json` prints it.
+/// The answer to `ring`: `dotkv ring --json` prints it (without the pending fields while
+/// no transition runs). No `skip_serializing_if` here: bincode, the wire format, is not
+/// self-describing.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RingReply {
     /// The ring's version.
@@ -64,6 +126,8 @@ pub struct RingReply {
     pub digest: String,
     /// Each partition's preference list.
     pub partitions: Vec<PartitionView>,
+    /// While a transition runs: the pending ring's version.
+    pub pending_version: Option<u64>,
 }
 
 /// One partition in a [`RingReply`].
@@ -73,4 +137,6 @@ pub struct PartitionView {
     pub id: u32,
     /// Its preference list, by node id.
     pub nodes: Vec<String>,
+    /// While a transition runs: its preference list in the pending ring.
+    pub pending: Option<Vec<String>>,
 }

@@ -6,27 +6,35 @@ use std::time::Duration;
 
 use dotkv_membership::{MembershipConfig, NodeState, NodeStatus, RingParams};
 use dotkv_replication::{
-    Cluster, ClusterOptions, LimitsConfig, Node, ReplicationConfig, Transport,
+    Cluster, ClusterOptions, HandoffConfig, LimitsConfig, Node, ReplicationConfig, Transport,
 };
 use dotkv_rpc::{Client, TarpcTransport};
 use dotkv_storage::MemoryStorage;
 
-async fn node(id: &str, seeds: Vec<String>) -> (Cluster, String, tokio::sync::oneshot::Sender<()>) {
+async fn node(id: &str, seeds: Vec<String>) -> (Cluster, String, tokio::sync::watch::Sender<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let entry = NodeState {
         incarnation: 1,
         heartbeat: 0,
         addr: addr.clone(),
-        status: NodeStatus::Up,
+        status: if seeds.is_empty() {
+            NodeStatus::Up
+        } else {
+            NodeStatus::Joining
+        },
         weight: 1,
         zone: "z".into(),
+        synced: Default::default(),
     };
     let options = ClusterOptions {
         node_id: id.into(),
         entry,
         seeds,
-        config: MembershipConfig::default(),
+        config: MembershipConfig {
+            gossip_interval_ms: 50,
+            ..MembershipConfig::default()
+        },
         params: RingParams {
             replicas: 2,
             partitions: 16,
@@ -46,11 +54,26 @@ async fn node(id: &str, seeds: Vec<String>) -> (Cluster, String, tokio::sync::on
         dotkv_versioning::ReplicaId::from_name(id),
         config,
         LimitsConfig::default(),
+        HandoffConfig {
+            interval_ms: 50,
+            ..HandoffConfig::default()
+        },
     );
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(dotkv_rpc::serve(listener, node, 1 << 20, async move {
-        let _ = stopped.await;
-    }));
+    let (stop, stopped) = tokio::sync::watch::channel(());
+    let wait = |mut stopped: tokio::sync::watch::Receiver<()>| async move {
+        let _ = stopped.changed().await;
+    };
+    tokio::spawn(dotkv_rpc::serve(
+        listener,
+        node.clone(),
+        1 << 20,
+        wait(stopped.clone()),
+    ));
+    let gossip = cluster.clone();
+    let until = wait(stopped.clone());
+    tokio::spawn(async move { gossip.run(until).await });
+    let until = wait(stopped);
+    tokio::spawn(async move { node.run_handoff(until).await });
     (cluster, addr, stop)
 }
 
@@ -58,15 +81,22 @@ async fn node(id: &str, seeds: Vec<String>) -> (Cluster, String, tokio::sync::on
 async fn two_nodes_gossip_over_tcp_and_answer_clients() {
     let (a, a_addr, stop_a) = node("a", vec![]).await;
     let (b, b_addr, stop_b) = node("b", vec![a_addr.clone()]).await;
-    // b's first round goes to its unmet seed, a; one exchange is enough for both views.
-    b.gossip_round().await;
-    assert_eq!(a.members().len(), 2);
-    assert_eq!(b.members().len(), 2);
-
+    // b joins through its seed a: a, the claimant, puts it in the next ring, b receives
+    // its partitions and turns up.
     let client = Client::connect(&a_addr, Duration::from_secs(2))
         .await
         .unwrap();
-    let status = client.status().await.unwrap();
+    let mut status = client.status().await.unwrap();
+    for _ in 0..200 {
+        let settled = status.ring.as_ref().is_some_and(|r| r.pending.is_none());
+        if settled && status.nodes.iter().filter(|n| n.status == "up").count() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        status = client.status().await.unwrap();
+    }
+    assert_eq!(a.members().len(), 2);
+    assert_eq!(b.members().len(), 2);
     let ids: Vec<&str> = status.nodes.iter().map(|n| n.id.as_str()).collect();
     assert_eq!(ids, ["a", "b"]);
     assert!(
@@ -120,6 +150,7 @@ async fn two_nodes_gossip_over_tcp_and_answer_clients() {
     // A node that is gone: the client gets a clear error, not a hang.
     drop(stop_a);
     drop(stop_b);
+
     let err = Client::connect("127.0.0.1:1", Duration::from_secs(2))
         .await
         .unwrap_err();
