@@ -65,6 +65,34 @@ cluster n="3" profile="default": build
     echo "the cluster did not come up in 30 s; see .cluster/n*.log" >&2
     exit 1
 
+# Add one node to a running `just cluster` (the next free n<i> on 127.0.0.1:70<i>): it starts
+# alone, then `dotkv join --wait` shows its partitions arriving until the transition completes.
+add profile="default": build
+    #!/usr/bin/env bash
+    set -euo pipefail
+    mkdir -p .cluster
+    i=1
+    while [ -f ".cluster/n$i.pid" ] && kill -0 "$(cat ".cluster/n$i.pid")" 2>/dev/null; do i=$((i + 1)); done
+    if [ "$i" -eq 1 ]; then echo "no cluster is running; start one with just cluster" >&2; exit 1; fi
+    addr="127.0.0.1:$((7000 + i))"
+    nohup target/debug/dotkv-server --profile {{profile}} --node-id "n$i" --listen "$addr" \
+        --data-dir ".cluster/{{profile}}/n$i" > ".cluster/n$i.log" 2>&1 &
+    echo $! > ".cluster/n$i.pid"
+    for attempt in $(seq 1 100); do
+        target/debug/dotkv --node "$addr" status >/dev/null 2>&1 && break
+        sleep 0.1
+    done
+    target/debug/dotkv --node "$addr" join 127.0.0.1:7001 --wait
+    target/debug/dotkv status
+
+# Make node n<N> of a `just cluster` leave: its partitions move to the others, then it exits.
+leave n: build
+    #!/usr/bin/env bash
+    set -euo pipefail
+    target/debug/dotkv --node "127.0.0.1:$((7000 + {{n}}))" leave --wait
+    rm -f ".cluster/n{{n}}.pid"
+    target/debug/dotkv status
+
 # Stop the nodes `just cluster` started (SIGTERM by PID, then wait for them to exit).
 stop:
     #!/usr/bin/env bash

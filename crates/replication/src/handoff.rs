@@ -383,18 +383,35 @@ impl Node {
             // there is nothing to receive.
             return Ok(());
         }
-        for (at, (source, addr)) in sources.into_iter().enumerate() {
+        let started = Instant::now();
+        let (mut keys, mut bytes, mut pulled) = (0, 0, false);
+        for (at, (source, addr)) in sources.iter().enumerate() {
             let mode = if at == 0 {
                 PageMode::Objects
             } else {
                 PageMode::Digests
             };
-            self.pull_from(ring, partition, &source, &addr, mode)
-                .await?;
+            if let Some((k, b)) = self.pull_from(ring, partition, source, addr, mode).await? {
+                (keys, bytes, pulled) = (keys + k, bytes + b, true);
+            }
         }
+        if !pulled {
+            // Finished in an earlier round (this one retries the partitions that failed).
+            return Ok(());
+        }
+        tracing::info!(
+            partition,
+            from = %sources[0].0,
+            keys,
+            bytes,
+            ms = started.elapsed().as_millis() as u64,
+            "partition transfer finished"
+        );
         Ok(())
     }
 
+    /// Pulls `partition` from one source to its end; returns the keys and bytes merged, or
+    /// `None` when its cursor says it was done before.
     async fn pull_from(
         &self,
         ring: RingId,
@@ -402,16 +419,15 @@ impl Node {
         source: &str,
         addr: &str,
         mode: PageMode,
-    ) -> Result<()> {
+    ) -> Result<Option<(u64, u64)>> {
         let cursor_key = cursor_key(ring, partition, source);
         let mut after = match self.store().get_meta(&cursor_key).await? {
-            Some(cursor) if cursor == DONE => return Ok(()),
+            Some(cursor) if cursor == DONE => return Ok(None),
             Some(cursor) => Some(Bytes::from(cursor)),
             None => None,
         };
         let me = self.cluster().node_id();
         let slot = (partition, source.to_owned());
-        let started = Instant::now();
         self.handoff_state()
             .transfers
             .lock()
@@ -420,7 +436,7 @@ impl Node {
             .or_insert_with(|| TransferView {
                 partition,
                 from: source.to_owned(),
-                to: me.clone(),
+                to: me,
                 keys: 0,
                 bytes: 0,
             });
@@ -468,24 +484,7 @@ impl Node {
             .lock()
             .expect("transfers poisoned")
             .remove(&slot);
-        if result.is_ok() {
-            let view = view.unwrap_or_else(|| TransferView {
-                partition,
-                from: source.to_owned(),
-                to: me,
-                keys: 0,
-                bytes: 0,
-            });
-            tracing::info!(
-                partition,
-                from = source,
-                keys = view.keys,
-                bytes = view.bytes,
-                ms = started.elapsed().as_millis() as u64,
-                "partition transfer finished"
-            );
-        }
-        result
+        result.map(|()| Some(view.map_or((0, 0), |v| (v.keys, v.bytes))))
     }
 
     /// The objects of a digest page that this node lacks or holds in another version,
