@@ -158,6 +158,67 @@ bench-cluster seconds="10":
         python3 benches/summarize.py "target/bench/cluster-$workload.json"
     done
 
+# Elasticity under load: 3 release nodes on 127.0.0.1:7201-7203 (LMDB, storage.sync = true,
+# N=3 R=2 W=2) loaded with KEYS keys of 1 KiB; `dotkv bench -w a` (64 in flight) before and
+# while a 4th node joins (`dotkv join --wait`, timed); then the keys and bytes the joiner
+# received against its ideal share (KEYS x 3 / 4). Reports land in target/bench/.
+bench-join keys="100000" seconds="20":
+    #!/usr/bin/env bash
+    set -euo pipefail
+    cargo build --release -p dotkv-bins
+    mkdir -p target/bench
+    data=$(mktemp -d target/bench/join.XXXXXX)
+    pids=()
+    cleanup() {
+        for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+        for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+        rm -rf "$data"
+    }
+    trap cleanup EXIT
+    start() {
+        local i=$1; shift
+        target/release/dotkv-server --profile default --node-id "j$i" --listen "127.0.0.1:720$i" \
+            --data-dir "$data/j$i" "$@" > "target/bench/join-j$i.log" 2>&1 &
+        pids+=($!)
+    }
+    start 1
+    start 2 --seeds 127.0.0.1:7201
+    start 3 --seeds 127.0.0.1:7201
+    for attempt in $(seq 1 200); do
+        up=$(target/release/dotkv --node 127.0.0.1:7201 --json status 2>/dev/null \
+            | python3 -c 'import json,sys; s=json.load(sys.stdin); r=s.get("ring"); print(sum(n["status"]=="up" for n in s["nodes"]) if r and not r["pending"] else 0)') || up=0
+        [ "$up" -eq 3 ] && break
+        sleep 0.3
+    done
+    nodes=127.0.0.1:7201,127.0.0.1:7202,127.0.0.1:7203
+    echo "cluster: 3 nodes, LMDB, storage.sync = true, N=3 R=2 W=2; $(nproc) cores; {{keys}} keys of 1 KiB"
+    target/release/dotkv --json bench --nodes "$nodes" --workload a --keys {{keys}} --value-size 1024 \
+        --concurrency 64 --duration {{seconds}} > target/bench/join-before.json
+    python3 benches/summarize.py target/bench/join-before.json
+    start 4
+    sleep 1
+    target/release/dotkv --json bench --nodes "$nodes" --workload a --keys {{keys}} --value-size 1024 \
+        --concurrency 64 --duration {{seconds}} --no-load > target/bench/join-during.json &
+    bench=$!
+    began=$(date +%s.%N)
+    target/release/dotkv --node 127.0.0.1:7204 join 127.0.0.1:7201 --wait
+    ended=$(date +%s.%N)
+    wait "$bench"
+    python3 benches/summarize.py target/bench/join-during.json
+    python3 - "$began" "$ended" {{keys}} target/bench/join-j4.log <<'PY'
+    import re, sys
+    began, ended, keys, log = float(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+    moved_keys = moved_bytes = partitions = 0
+    for line in open(log):
+        if "partition transfer finished" in line:
+            partitions += 1
+            moved_keys += int(re.search(r"keys=(\d+)", line).group(1))
+            moved_bytes += int(re.search(r"bytes=(\d+)", line).group(1))
+    ideal = keys * 3 / 4
+    print(f"join: {ended - began:.1f} s; {partitions} partition replicas, {moved_keys} keys "
+          f"({moved_keys / ideal:.2f} x the ideal {ideal:.0f}), {moved_bytes / 2**20:.1f} MiB")
+    PY
+
 # API docs for the workspace.
 doc:
     cargo doc --workspace --no-deps

@@ -535,9 +535,22 @@ impl Node {
     /// Hands off every partition this node holds but does not own in the settled ring:
     /// offers each page's digests to every owner, pushes what an owner wants, then
     /// deletes exactly the objects it pushed. Returns whether nothing foreign is left.
-    pub async fn hand_off_foreign(&self, routing: &Routing) -> bool {
+    ///
+    /// It stops (returning `false`) as soon as the ring changes: a transition that starts
+    /// meanwhile may make this node an incoming owner of a partition, whose writes must
+    /// stay.
+    pub async fn hand_off_foreign(&self, routing: &Arc<Routing>) -> bool {
+        if self.cluster().own_status() == NodeStatus::Joining {
+            // A joining node holds nothing of the current ring's: what it holds arrived
+            // as an incoming owner, whose ring it may not have heard of yet.
+            return true;
+        }
         let mut clear = true;
         for partition in 0..routing.ring.partitions() {
+            let current = self.cluster().routing();
+            if !current.is_some_and(|current| Arc::ptr_eq(&current, routing)) {
+                return false;
+            }
             let owners = routing.ring.preference_list(partition);
             if routing.me.is_some_and(|me| owners.contains(&me)) {
                 continue;
@@ -589,12 +602,15 @@ impl Node {
                     .await
                     .map_err(Error::from)?;
             }
-            let mut deleted = 0;
-            for (key, object) in page.entries {
-                if self.delete_if_unchanged(partition, &key, object).await? {
-                    deleted += 1;
-                }
-            }
+            // Concurrent deletes share the storage's group commit.
+            let deletes = page.entries.into_iter().map(|(key, object)| async move {
+                self.delete_if_unchanged(partition, &key, object).await
+            });
+            let deleted = futures::future::try_join_all(deletes)
+                .await?
+                .into_iter()
+                .filter(|&deleted| deleted)
+                .count();
             handed += deleted;
             if deleted == 0 {
                 // Every object changed under us: come back next round.

@@ -2,11 +2,15 @@
 //!
 //! This crate is where the Dynamo protocols run (DeCandia et al., SOSP 2007, §4–§6): the
 //! membership driver ([`Cluster`]), which runs the gossip state machine of
-//! `dotkv-membership` on a clock and a transport and persists the view, and the request
-//! coordinator ([`Node`]): quorum writes and reads over each key's preference list, with
-//! DVVS causality (concurrent writes come back as siblings) and read repair. Sloppy
-//! quorum with hinted handoff, anti-entropy and ownership handoff come next; the
-//! coordinator's replica calls are where fallbacks slot in.
+//! `dotkv-membership` on a clock and a transport and persists the view (the ring included:
+//! it is cluster state, published by the claimant); the request coordinator ([`Node`]):
+//! quorum writes and reads over each key's preference list, with DVVS causality
+//! (concurrent writes come back as siblings) and read repair; and ownership handoff
+//! (`handoff`, [`Node::run_handoff`]): when a transition is pending, each incoming owner
+//! pulls its partitions in resumable pages, writes go to the owners of both rings (W of
+//! each), and old owners offer what they no longer own before deleting it. Sloppy quorum
+//! with hinted handoff and anti-entropy come next; the coordinator's replica calls are
+//! where fallbacks slot in.
 //!
 //! ```text
 //!  dotkv-rpc (tarpc) --implements--> Transport <--calls-- Node (coordinator, replica)

@@ -393,17 +393,13 @@ impl Node {
             let Some((i, result)) = writes.next().await else {
                 break;
             };
-            let target = &targets.peers[i];
-            let outcome = result.map_err(|error| format!("{}: {error}", target.id));
-            progress = quorums.record(target.in_current, target.in_pending, outcome);
+            progress = targets.record(&mut quorums, routing, i, result);
         }
         if progress != Progress::Reached {
             // The replies still coming are counted too (within their deadline), so that
             // the error tells how many were obtained. The write stays where it landed.
             while let Some((i, result)) = writes.next().await {
-                let target = &targets.peers[i];
-                let outcome = result.map_err(|error| format!("{}: {error}", target.id));
-                quorums.record(target.in_current, target.in_pending, outcome);
+                targets.record(&mut quorums, routing, i, result);
             }
             return Err(quorums.into_error());
         }
@@ -586,12 +582,14 @@ impl Node {
 }
 
 /// A write's replicas other than the coordinator: the key's owners in the current ring and,
-/// during a transition, in the pending ring (each node once).
+/// during a transition, in the pending ring (each node once, told apart by address, which
+/// both rings take from the same view).
 struct WriteTarget {
-    id: String,
     addr: Arc<str>,
-    in_current: bool,
-    in_pending: bool,
+    /// Its index in the current ring, if it owns the key there.
+    current: Option<NodeIndex>,
+    /// Its index in the pending ring, if it owns the key there.
+    pending: Option<NodeIndex>,
 }
 
 struct WriteTargets {
@@ -608,10 +606,9 @@ impl WriteTargets {
             .iter()
             .filter(|&&node| Some(node) != routing.me)
             .map(|&node| WriteTarget {
-                id: routing.id(node).to_owned(),
                 addr: routing.shared_addr(node),
-                in_current: true,
-                in_pending: false,
+                current: Some(node),
+                pending: None,
             })
             .collect();
         let mut me_in_pending = false;
@@ -621,14 +618,13 @@ impl WriteTargets {
                     me_in_pending = true;
                     continue;
                 }
-                let id = pending.id(node);
-                match peers.iter_mut().find(|t| t.id == id) {
-                    Some(target) => target.in_pending = true,
+                let addr = pending.addr(node);
+                match peers.iter_mut().find(|t| &*t.addr == addr) {
+                    Some(target) => target.pending = Some(node),
                     None => peers.push(WriteTarget {
-                        id: id.to_owned(),
                         addr: pending.shared_addr(node),
-                        in_current: false,
-                        in_pending: true,
+                        current: None,
+                        pending: Some(node),
                     }),
                 }
             }
@@ -637,6 +633,26 @@ impl WriteTargets {
             peers,
             me_in_pending,
         }
+    }
+
+    /// Counts target `i`'s answer toward the quorums of the rings it owns the key in.
+    fn record(
+        &self,
+        quorums: &mut WriteQuorums,
+        routing: &Routing,
+        i: usize,
+        result: std::result::Result<(), TransportError>,
+    ) -> Progress {
+        let target = &self.peers[i];
+        let outcome = result.map_err(|error| {
+            let id = match (target.current, &routing.pending, target.pending) {
+                (Some(node), _, _) => routing.id(node),
+                (None, Some(pending), Some(node)) => pending.id(node),
+                _ => "?",
+            };
+            format!("{id}: {error}")
+        });
+        quorums.record(target.current.is_some(), target.pending.is_some(), outcome)
     }
 }
 
