@@ -21,20 +21,7 @@ struct Node {
 }
 
 fn start(profile: &str, id: &str, addr: &str, dir: &str, seed: Option<&str>) -> Server {
-    let mut args = vec![
-        "--profile",
-        profile,
-        "--node-id",
-        id,
-        "--listen",
-        addr,
-        "--data-dir",
-        dir,
-    ];
-    if let Some(seed) = seed {
-        args.extend(["--seeds", seed]);
-    }
-    Server::start_ready(&args, WAIT)
+    common::start_node(profile, id, addr, dir, seed, &[], WAIT)
 }
 
 fn up_count(addr: &str) -> usize {

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::harness::TestCluster;
+use dotkv_membership::NodeStatus;
 use dotkv_replication::{GetRequest, Node, PutRequest, Value};
 
 /// Key → the value acknowledged for it (each key is written once).
@@ -158,6 +159,21 @@ async fn wait_placed(cluster: &TestCluster, written: &Written) {
     );
 }
 
+/// Polls `check` every 25 ms for up to `seconds`; returns whether it held.
+async fn eventually<F, Fut>(seconds: u64, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..seconds * 40 {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    false
+}
+
 fn union(a: &Written, b: &Written) -> Written {
     a.iter()
         .chain(b)
@@ -213,15 +229,11 @@ async fn a_node_joins_and_another_leaves_under_load_and_every_write_lands_on_its
     let coordinators: Vec<Node> = [0, 2, 3].iter().map(|&i| cluster.node(i).clone()).collect();
     let writer = Writer::start(coordinators, "leave");
     cluster.node(1).cluster().leave().await.unwrap();
-    let mut left = false;
-    for _ in 0..600 {
-        let status = cluster.node(1).cluster().own_status();
-        if status == dotkv_membership::NodeStatus::Left && cluster.held(1).await.is_empty() {
-            left = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let c = &cluster;
+    let left = eventually(60, || async move {
+        c.node(1).cluster().own_status() == NodeStatus::Left && c.held(1).await.is_empty()
+    })
+    .await;
     let during_leave = writer.finish().await;
     assert!(left, "n2 did not reach `left` with an empty store");
     cluster.crash(1).await;
@@ -248,15 +260,12 @@ async fn a_removed_node_s_replicas_are_rebuilt_from_the_survivors() {
             .kind(),
         "invalid_argument"
     );
-    let mut excluded = false;
-    for _ in 0..400 {
-        let routing = cluster.routing();
-        if routing.pending.is_none() && routing.ring.index_of("n4").is_none() {
-            excluded = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let c = &cluster;
+    let excluded = eventually(20, || async move {
+        let routing = c.routing();
+        routing.pending.is_none() && routing.ring.index_of("n4").is_none()
+    })
+    .await;
     assert!(excluded, "the ring still names the removed node");
     cluster.wait_converged().await;
     // Every key is back on three live owners (N = 3 of the 3 survivors).
@@ -273,14 +282,11 @@ async fn a_transfer_resumes_after_the_receiver_and_then_a_sender_restart() {
     cluster.start_node(joiner).await;
 
     // Wait until the joiner is receiving, then kill and restart it.
-    let mut receiving = false;
-    for _ in 0..400 {
-        if !cluster.node(joiner).transfers().is_empty() && !cluster.held(joiner).await.is_empty() {
-            receiving = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    let c = &cluster;
+    let receiving = eventually(10, || async move {
+        !c.node(joiner).transfers().is_empty() && !c.held(joiner).await.is_empty()
+    })
+    .await;
     assert!(receiving, "the joiner never started receiving");
     cluster.crash(joiner).await;
     let kept = cluster.held(joiner).await.len();
@@ -327,21 +333,14 @@ async fn claimants_on_both_sides_of_a_partition_resolve_to_one_ring_after_the_he
     // Side B: n4 leaves; once n3 convicts n1 and n2, it is the claimant there.
     cluster.node(3).cluster().leave().await.unwrap();
 
-    let published_on = |i: usize, cluster: &TestCluster| {
-        cluster
-            .node(i)
+    let c = &cluster;
+    let published_on = move |i: usize| {
+        c.node(i)
             .cluster()
             .topology()
             .is_some_and(|t| t.epoch > epoch_before)
     };
-    let mut both = false;
-    for _ in 0..400 {
-        if published_on(0, &cluster) && published_on(2, &cluster) {
-            both = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    let both = eventually(10, || async move { published_on(0) && published_on(2) }).await;
     assert!(both, "each side's claimant publishes a ring");
     let side_a = cluster.node(0).cluster().topology().unwrap();
     let side_b = cluster.node(2).cluster().topology().unwrap();
@@ -367,33 +366,23 @@ async fn claimants_on_both_sides_of_a_partition_resolve_to_one_ring_after_the_he
 
     cluster.network.heal();
     // After the heal: n4 leaves for good, n5 is in; one ring everywhere.
-    let mut settled = false;
-    for _ in 0..1200 {
-        let n4_left = cluster.node(3).cluster().own_status() == dotkv_membership::NodeStatus::Left;
+    let c = &cluster;
+    let settled = eventually(60, || async move {
+        let n4_left = c.node(3).cluster().own_status() == NodeStatus::Left;
         let rings: Vec<_> = [0, 1, 2, 4]
             .iter()
-            .map(|&i| cluster.node(i).cluster().topology().map(|t| t.id()))
+            .map(|&i| c.node(i).cluster().topology().map(|t| t.id()))
             .collect();
         let one = rings.windows(2).all(|w| w[0] == w[1]);
-        let routing = cluster.routing();
-        if n4_left && one && routing.pending.is_none() && routing.ring.index_of("n5").is_some() {
-            settled = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        let routing = c.routing();
+        n4_left && one && routing.pending.is_none() && routing.ring.index_of("n5").is_some()
+    })
+    .await;
     assert!(
         settled,
         "the cluster did not settle on one ring after the heal"
     );
-    let mut emptied = false;
-    for _ in 0..400 {
-        if cluster.held(3).await.is_empty() {
-            emptied = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let emptied = eventually(20, || async move { c.held(3).await.is_empty() }).await;
     assert!(emptied, "n4 did not hand off everything it held");
     cluster.crash(3).await;
     cluster.wait_converged().await;

@@ -18,31 +18,12 @@ use dotkv_rpc::Client;
 const WAIT: Duration = Duration::from_secs(60);
 
 fn start(id: &str, addr: &str, dir: &str, seed: Option<&str>) -> Server {
-    let mut args = vec![
-        "--profile",
-        "test",
-        "--node-id",
-        id,
-        "--listen",
-        addr,
-        "--data-dir",
-        dir,
-    ];
-    if let Some(seed) = seed {
-        args.extend(["--seeds", seed]);
-    }
     // Quick gossip and handoff rounds keep the test short.
     let envs = [
         ("DOTKV_MEMBERSHIP__GOSSIP_INTERVAL_MS", "100"),
         ("DOTKV_HANDOFF__INTERVAL_MS", "100"),
     ];
-    let mut server = Server::start(&args, &envs);
-    assert!(
-        server.wait_for_log("node ready", WAIT).is_some(),
-        "{id} did not get ready: {}",
-        server.log_text()
-    );
-    server
+    common::start_node("test", id, addr, dir, seed, &envs, WAIT)
 }
 
 /// Whether the node at `addr` sees exactly `ids` up, in a ring with no transition pending.

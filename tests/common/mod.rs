@@ -91,6 +91,39 @@ pub fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
     check()
 }
 
+/// Starts node `id` (`--profile`, `--node-id`, `--listen`, `--data-dir`, and `--seeds` when
+/// `seed` is given) with `envs`, and waits for its "node ready" line.
+pub fn start_node(
+    profile: &str,
+    id: &str,
+    addr: &str,
+    dir: &str,
+    seed: Option<&str>,
+    envs: &[(&str, &str)],
+    timeout: Duration,
+) -> Server {
+    let mut args = vec![
+        "--profile",
+        profile,
+        "--node-id",
+        id,
+        "--listen",
+        addr,
+        "--data-dir",
+        dir,
+    ];
+    if let Some(seed) = seed {
+        args.extend(["--seeds", seed]);
+    }
+    let mut server = Server::start(&args, envs);
+    assert!(
+        server.wait_for_log("node ready", timeout).is_some(),
+        "{id} did not get ready: {}",
+        server.log_text()
+    );
+    server
+}
+
 /// A `dotkv-server` child process. Dropping it kills the process (SIGKILL) if it still runs.
 pub struct Server {
     child: Child,
