@@ -200,6 +200,25 @@ async fn a_node_joins_and_another_leaves_under_load_and_every_write_lands_on_its
     let joiner = cluster.add_node();
     cluster.start_node(joiner).await;
     cluster.wait_converged().await;
+    // The joiner received its partitions before the new ring became current: as soon as
+    // it is, the joiner holds every loaded key it owns (old owners only hand off
+    // leftovers after the switch).
+    let ring = cluster.routing();
+    let me = ring.ring.index_of("n4").expect("n4 in the ring");
+    let holds = cluster.held(joiner).await;
+    let lacking = loaded
+        .keys()
+        .filter(|key| {
+            ring.ring
+                .preference_list(ring.ring.partition_of(key))
+                .contains(&me)
+        })
+        .filter(|key| !holds.contains_key(*key))
+        .count();
+    assert_eq!(
+        lacking, 0,
+        "the joiner lacks keys of its partitions at the switch"
+    );
     let during_join = writer.finish().await;
     let written = union(&loaded, &during_join);
     wait_placed(&cluster, &written).await;
@@ -224,23 +243,24 @@ async fn a_node_joins_and_another_leaves_under_load_and_every_write_lands_on_its
     let joiner_holds = cluster.held(joiner).await.len() as f64;
     assert!(joiner_holds >= moved_keys, "{joiner_holds} < {moved_keys}");
 
-    // Then n2 leaves under load: its replicas move to the others, and it ends up `left`
+    // Then n1 leaves under load — the node that founded the cluster and its claimant, so
+    // n2 takes over as claimant: n1's replicas move to the others, and it ends up `left`
     // holding nothing.
-    let coordinators: Vec<Node> = [0, 2, 3].iter().map(|&i| cluster.node(i).clone()).collect();
+    let coordinators: Vec<Node> = [1, 2, 3].iter().map(|&i| cluster.node(i).clone()).collect();
     let writer = Writer::start(coordinators, "leave");
-    cluster.node(1).cluster().leave().await.unwrap();
+    cluster.node(0).cluster().leave().await.unwrap();
     let c = &cluster;
     let left = eventually(60, || async move {
-        c.node(1).cluster().own_status() == NodeStatus::Left && c.held(1).await.is_empty()
+        c.node(0).cluster().own_status() == NodeStatus::Left && c.held(0).await.is_empty()
     })
     .await;
     let during_leave = writer.finish().await;
-    assert!(left, "n2 did not reach `left` with an empty store");
-    cluster.crash(1).await;
+    assert!(left, "n1 did not reach `left` with an empty store");
+    cluster.crash(0).await;
     cluster.wait_converged().await;
     let written = union(&written, &during_leave);
     wait_placed(&cluster, &written).await;
-    assert!(cluster.routing().ring.index_of("n2").is_none());
+    assert!(cluster.routing().ring.index_of("n1").is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -405,4 +425,62 @@ async fn claimants_on_both_sides_of_a_partition_resolve_to_one_ring_after_the_he
             .unwrap();
         assert!(read.values.contains(value), "{key:?}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_during_a_move_needs_w_of_the_incoming_owners_too() {
+    let mut cluster = TestCluster::start(3).await;
+    let written = load(&running_nodes(&cluster), "k", 2_000).await;
+    // Transfers crawl, so the transition stays pending while the joiner is down.
+    cluster.handoff.max_bytes_per_sec = 2_000;
+    let joiner = cluster.add_node();
+    cluster.start_node(joiner).await;
+    let c = &cluster;
+    let pending = eventually(10, || async move {
+        c.node(0)
+            .cluster()
+            .routing()
+            .and_then(|r| r.pending.clone())
+            .is_some_and(|p| p.ring.index_of("n4").is_some())
+    })
+    .await;
+    assert!(pending, "no transition to a ring with n4");
+    cluster.crash(joiner).await;
+
+    let routing = cluster.node(0).cluster().routing().unwrap();
+    let incoming = routing.pending.clone().unwrap();
+    let n4 = incoming.ring.index_of("n4").unwrap();
+    let to_n4 = |key: &str| {
+        let p = incoming.ring.partition_of(key.as_bytes());
+        incoming.ring.preference_list(p).contains(&n4)
+    };
+    let moving = (0..).map(|i| format!("m-{i}")).find(|k| to_n4(k)).unwrap();
+    let staying = (0..).map(|i| format!("s-{i}")).find(|k| !to_n4(k)).unwrap();
+    // All three current owners are up, but one of the incoming owners is not: W = 3 is
+    // not met among the incoming owners, so the write is not acknowledged.
+    let error = cluster
+        .node(0)
+        .put(PutRequest::new(moving.clone(), "v").with_w(3))
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind(), "quorum_not_reached", "{error}");
+    assert!(error.to_string().contains("incoming"), "{error}");
+    // A key that does not move is written as before.
+    cluster
+        .node(0)
+        .put(PutRequest::new(staying, "v").with_w(3))
+        .await
+        .unwrap();
+    // W = 2 is met on both sides (two owners are in both rings).
+    cluster
+        .node(0)
+        .put(PutRequest::new(moving, "v2").with_w(2))
+        .await
+        .unwrap();
+
+    // The joiner comes back with fast transfers and the move completes.
+    cluster.handoff.max_bytes_per_sec = 0;
+    cluster.start_node(joiner).await;
+    cluster.wait_converged().await;
+    wait_placed(&cluster, &written).await;
 }

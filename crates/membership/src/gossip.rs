@@ -525,12 +525,19 @@ impl Gossiper {
     ///
     /// # Errors
     ///
-    /// When the node already left.
+    /// When the node already left, or is the last member.
     pub fn leave(&mut self) -> Result<(), String> {
         match self.own_status() {
             NodeStatus::Leaving => Ok(()),
             NodeStatus::Left => Err(format!("node {} already left the cluster", self.me)),
             NodeStatus::Joining | NodeStatus::Up => {
+                // This node is one of the desired members: it needs another.
+                if self.state.desired_members().len() < 2 {
+                    return Err(format!(
+                        "node {} is the last member: there is nobody to hand its data to",
+                        self.me
+                    ));
+                }
                 self.update_own(|me| me.status = NodeStatus::Leaving);
                 self.follow_topology();
                 Ok(())

@@ -419,19 +419,40 @@ fn the_claimant_brings_joining_nodes_in_and_lets_a_leaving_one_go() {
     assert_eq!(claimant.as_deref(), Some("n0"));
 
     sim.nodes.get_mut("addr-3").unwrap().leave().unwrap();
+    // The claimant itself leaves too: the next smallest id that is up takes over.
+    sim.nodes.get_mut("addr-0").unwrap().leave().unwrap();
     for _ in 0..300 {
         round_with_handoff(&mut sim);
-        if settled(&sim, 4) && sim.nodes["addr-3"].own_status() == NodeStatus::Left {
+        if settled(&sim, 3) && sim.nodes["addr-3"].own_status() == NodeStatus::Left {
             break;
         }
     }
     assert!(
-        settled(&sim, 4),
-        "the ring did not settle without the leaver"
+        settled(&sim, 3),
+        "the ring did not settle without the leavers"
     );
     assert_eq!(sim.nodes["addr-3"].own_status(), NodeStatus::Left);
-    let ring = sim.nodes["addr-0"].ring().unwrap();
-    assert!(ring.index_of("n3").is_none());
+    assert_eq!(sim.nodes["addr-0"].own_status(), NodeStatus::Left);
+    let ring = sim.nodes["addr-1"].ring().unwrap();
+    assert!(ring.index_of("n3").is_none() && ring.index_of("n0").is_none());
+    assert_eq!(sim.nodes["addr-1"].claimant(sim.now).as_deref(), Some("n1"));
+}
+
+#[test]
+fn the_last_member_cannot_leave() {
+    let mut lone = Gossiper::new(
+        "n0",
+        entry(0),
+        None,
+        vec![],
+        MembershipConfig::default(),
+        PARAMS,
+        Duration::ZERO,
+    );
+    lone.tick(Duration::ZERO);
+    let error = lone.leave().unwrap_err();
+    assert!(error.contains("last member"), "{error}");
+    assert_eq!(lone.own_status(), NodeStatus::Up);
 }
 
 #[test]
