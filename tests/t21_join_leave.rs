@@ -260,7 +260,34 @@ async fn a_node_joins_and_another_leaves_under_load_and_every_write_lands_on_its
     cluster.wait_converged().await;
     let written = union(&written, &during_leave);
     wait_placed(&cluster, &written).await;
-    assert!(cluster.routing().ring.index_of("n1").is_none());
+    let after_leave = cluster.routing();
+    assert!(after_leave.ring.index_of("n1").is_none());
+    // The keys that moved are about what the leaver held: each move takes one of its
+    // partition replicas to one node.
+    let diff = after.ring.diff(&after_leave.ring);
+    assert!(
+        diff.moves.iter().all(|m| m.from.as_deref() == Some("n1")),
+        "{diff:?}"
+    );
+    let n1 = after.ring.index_of("n1").unwrap();
+    let held_by_n1 = loaded
+        .keys()
+        .filter(|key| {
+            let p = after.ring.partition_of(key);
+            after.ring.preference_list(p).contains(&n1)
+        })
+        .count() as f64;
+    let moved_keys = loaded
+        .keys()
+        .map(|key| {
+            let p = after.ring.partition_of(key);
+            diff.moves.iter().filter(|m| m.partition == p).count()
+        })
+        .sum::<usize>() as f64;
+    assert!(
+        moved_keys <= 1.3 * held_by_n1,
+        "{moved_keys} keys moved when n1 left, it held {held_by_n1}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
