@@ -262,7 +262,7 @@ impl Gossiper {
             me.heartbeat += 1;
         }
         if self.claimant(now).as_deref() == Some(self.me.as_str()) {
-            self.claim(now);
+            self.claim();
         }
         self.follow_topology();
         let peers: Vec<String> = self.peer_ids().collect();
@@ -411,68 +411,10 @@ impl Gossiper {
             .map(|(id, _)| id.clone())
     }
 
-    /// The claimant's step: publishes the first ring, a transition, its completion or a
-    /// re-plan (see the module docs). Returns whether it published.
-    fn claim(&mut self, _now: Duration) -> bool {
-        let desired = self.state.desired_members();
-        if desired.is_empty() {
-            return false;
-        }
-        let (n, q) = (self.params.replicas, self.params.partitions);
-        let published = match self.state.topology() {
-            None => match Ring::build(desired, n, q, 1) {
-                Ok(current) => Topology {
-                    epoch: 1,
-                    current,
-                    pending: None,
-                },
-                Err(error) => {
-                    tracing::warn!(%error, "cannot build the first ring");
-                    return false;
-                }
-            },
-            Some(topology) => {
-                let epoch = topology.epoch + 1;
-                match &topology.pending {
-                    Some(pending) if self.pending_is_stale(pending) => {
-                        match topology.current.next(desired, n, epoch) {
-                            Ok(next) => Topology {
-                                epoch,
-                                current: topology.current.clone(),
-                                pending: Some(next),
-                            },
-                            Err(_) => return false,
-                        }
-                    }
-                    Some(pending) if self.transition_done(&topology.current, pending) => Topology {
-                        epoch,
-                        current: pending.clone(),
-                        pending: None,
-                    },
-                    Some(_) => return false,
-                    None if topology.current.members() == desired.as_slice() => return false,
-                    None => {
-                        let Ok(next) = topology.current.next(desired, n, epoch) else {
-                            return false;
-                        };
-                        if topology.current.diff(&next).moves.is_empty() {
-                            // Nothing to hand off (a weight change that moves nothing, a
-                            // member leaving whose replicas stay): switch at once.
-                            Topology {
-                                epoch,
-                                current: next,
-                                pending: None,
-                            }
-                        } else {
-                            Topology {
-                                epoch,
-                                current: topology.current.clone(),
-                                pending: Some(next),
-                            }
-                        }
-                    }
-                }
-            }
+    /// The claimant's step: publishes what [`next_topology`](Self::next_topology) says.
+    fn claim(&mut self) {
+        let Some(published) = self.next_topology() else {
+            return;
         };
         tracing::info!(
             epoch = published.epoch,
@@ -489,7 +431,62 @@ impl Gossiper {
         self.state.set_topology(Some(published));
         self.changed = true;
         self.follow_topology();
-        true
+    }
+
+    /// What the claimant publishes next, if anything: the first ring, a transition, its
+    /// completion or a re-plan (see the module docs).
+    fn next_topology(&self) -> Option<Topology> {
+        let desired = self.state.desired_members();
+        if desired.is_empty() {
+            return None;
+        }
+        let (n, q) = (self.params.replicas, self.params.partitions);
+        let Some(topology) = self.state.topology() else {
+            let current = Ring::build(desired, n, q, 1)
+                .inspect_err(|error| tracing::warn!(%error, "cannot build the first ring"))
+                .ok()?;
+            return Some(Topology {
+                epoch: 1,
+                current,
+                pending: None,
+            });
+        };
+        let epoch = topology.epoch + 1;
+        let settled = |current| Topology {
+            epoch,
+            current,
+            pending: None,
+        };
+        let moving = |pending| Topology {
+            epoch,
+            current: topology.current.clone(),
+            pending: Some(pending),
+        };
+        let next = |desired| {
+            topology
+                .current
+                .next(desired, n, epoch)
+                .inspect_err(|error| tracing::warn!(%error, "cannot compute the next ring"))
+                .ok()
+        };
+        match &topology.pending {
+            Some(pending) if self.pending_is_stale(pending) => next(desired).map(moving),
+            Some(pending) if self.transition_done(&topology.current, pending) => {
+                Some(settled(pending.clone()))
+            }
+            Some(_) => None,
+            None if topology.current.members() == desired.as_slice() => None,
+            None => {
+                let next = next(desired)?;
+                // Nothing to hand off (a weight change that moves nothing, a member
+                // leaving whose replicas stay): switch at once.
+                Some(if topology.current.diff(&next).moves.is_empty() {
+                    settled(next)
+                } else {
+                    moving(next)
+                })
+            }
+        }
     }
 
     /// Whether a pending ring names a member that is gone (left or removed since it was
