@@ -45,6 +45,10 @@ enum Command {
         /// Replies to wait for (1..=N) [default: replication.r].
         #[arg(long)]
         r: Option<u32>,
+        /// Of them, replies that must come from the key's owners, not fallbacks (0 = off)
+        /// [default: replication.pr].
+        #[arg(long)]
+        pr: Option<u32>,
     },
     /// Write VALUE under KEY (`-` reads the value from stdin).
     Put {
@@ -58,6 +62,10 @@ enum Command {
         /// Acknowledgements to wait for (1..=N) [default: replication.w].
         #[arg(long)]
         w: Option<u32>,
+        /// Of them, acknowledgements that must come from the key's owners, not fallbacks
+        /// holding hints (0 = off) [default: replication.pw].
+        #[arg(long)]
+        pw: Option<u32>,
     },
     /// Delete KEY (writes a tombstone).
     Delete {
@@ -69,6 +77,10 @@ enum Command {
         /// Acknowledgements to wait for (1..=N) [default: replication.w].
         #[arg(long)]
         w: Option<u32>,
+        /// Of them, acknowledgements that must come from the key's owners (0 = off)
+        /// [default: replication.pw].
+        #[arg(long)]
+        pw: Option<u32>,
     },
     /// Show what each replica of KEY holds now, without repairing anything.
     Replicas {
@@ -268,9 +280,10 @@ async fn run(cli: &Cli) -> CliResult {
         return Ok(());
     }
     let text = match &cli.command {
-        Command::Get { key, r } => {
+        Command::Get { key, r, pr } => {
             let mut request = GetRequest::new(key.clone().into_bytes());
             request.r = r.map(|r| r as usize);
+            request.pr = pr.map(|pr| pr as usize);
             let reply = client.get_with(request).await.map_err(rpc_error)?;
             let values = printable_all(&reply.values);
             if cli.json {
@@ -296,17 +309,25 @@ async fn run(cli: &Cli) -> CliResult {
             value,
             context,
             w,
+            pw,
         } => {
             let mut request = PutRequest::new(key.clone().into_bytes(), read_value(value)?);
             request.context.clone_from(context);
             request.w = w.map(|w| w as usize);
+            request.pw = pw.map(|pw| pw as usize);
             let reply = client.put_with(request).await.map_err(rpc_error)?;
             written(cli.json, key, &reply.context)
         }
-        Command::Delete { key, context, w } => {
+        Command::Delete {
+            key,
+            context,
+            w,
+            pw,
+        } => {
             let mut request = PutRequest::delete(key.clone().into_bytes());
             request.context.clone_from(context);
             request.w = w.map(|w| w as usize);
+            request.pw = pw.map(|pw| pw as usize);
             let reply = client.put_with(request).await.map_err(rpc_error)?;
             written(cli.json, key, &reply.context)
         }

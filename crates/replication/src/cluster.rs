@@ -261,6 +261,17 @@ impl Cluster {
         self.with(|g| g.topology().cloned())
     }
 
+    /// Every member's id, whatever its status.
+    pub fn member_ids(&self) -> Vec<String> {
+        self.with(|g| g.state().iter().map(|(id, _)| id.clone()).collect())
+    }
+
+    /// A sign of life from member `id` outside gossip (it answered a replica call).
+    pub fn heard_from(&self, id: &str) {
+        let now = self.now();
+        self.with(|g| g.heard_from(id, now));
+    }
+
     /// The member `id`'s entry, as this node knows it.
     pub fn member(&self, id: &str) -> Option<NodeState> {
         self.with(|g| g.state().get(id).cloned())

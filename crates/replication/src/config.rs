@@ -13,11 +13,23 @@ pub struct ReplicationConfig {
     /// W: the acknowledgements a write waits for (the coordinator's own included), unless
     /// the request says otherwise. Default 2.
     pub w: usize,
+    /// PR: of a read's R replies, how many must come from primaries (the key's owners, not
+    /// fallbacks), unless the request says otherwise; 0 is off. Default 0.
+    pub pr: usize,
+    /// PW: of a write's W acknowledgements, how many must come from primaries; 0 is off.
+    /// Default 0.
+    pub pw: usize,
 }
 
 impl Default for ReplicationConfig {
     fn default() -> Self {
-        Self { n: 3, r: 2, w: 2 }
+        Self {
+            n: 3,
+            r: 2,
+            w: 2,
+            pr: 0,
+            pw: 0,
+        }
     }
 }
 
@@ -30,6 +42,14 @@ impl ReplicationConfig {
                 "replication.n = {} must be between 1 and 16",
                 self.n
             ));
+        }
+        for (name, value) in [("pr", self.pr), ("pw", self.pw)] {
+            if value > self.n {
+                return Err(format!(
+                    "replication.{name} = {value} exceeds replication.n = {}",
+                    self.n
+                ));
+            }
         }
         for (name, value) in [("r", self.r), ("w", self.w)] {
             if value == 0 {

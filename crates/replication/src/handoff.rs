@@ -54,9 +54,12 @@ pub struct HandoffConfig {
     /// The most bytes in one page (the first object of a page always goes, whatever its
     /// size). Default 1 MiB; keep it well under `rpc.max_frame_bytes`.
     pub page_bytes: usize,
-    /// How often a node looks for partitions to receive or hand off, in milliseconds.
-    /// Default 500.
+    /// How often a node looks for partitions to receive or hand off, and hints to
+    /// deliver, in milliseconds. Default 500.
     pub interval_ms: u64,
+    /// The most bytes of hints a node keeps for unreachable owners; past it, it refuses
+    /// hinted writes and the coordinator tries the next fallback. Default 1 GiB.
+    pub max_hint_bytes: u64,
 }
 
 impl Default for HandoffConfig {
@@ -67,6 +70,7 @@ impl Default for HandoffConfig {
             page_keys: 512,
             page_bytes: 1 << 20,
             interval_ms: 500,
+            max_hint_bytes: 1 << 30,
         }
     }
 }
@@ -144,6 +148,10 @@ pub(crate) struct HandoffState {
     transfers: Mutex<BTreeMap<(u32, String), TransferView>>,
     /// When the byte budget is next free (the throttle of every transfer together).
     budget: Mutex<Option<Instant>>,
+    /// The bytes of hints this node holds, once counted (at the first hinted write).
+    pub(crate) hint_bytes: std::sync::atomic::AtomicU64,
+    /// Whether `hint_bytes` was counted.
+    pub(crate) hint_bytes_known: std::sync::atomic::AtomicBool,
 }
 
 /// The meta key of a transfer's cursor: the pending ring's digest, the partition, the
@@ -248,7 +256,8 @@ impl Node {
             .collect()
     }
 
-    /// Receives and hands off partitions every `handoff.interval_ms` until `shutdown`.
+    /// Delivers hints, receives and hands off partitions every `handoff.interval_ms` until
+    /// `shutdown`.
     pub async fn run_handoff(&self, shutdown: impl std::future::Future<Output = ()> + Send) {
         let mut ticker =
             tokio::time::interval(Duration::from_millis(self.handoff_config().interval_ms));
@@ -265,6 +274,10 @@ impl Node {
             let Some(routing) = self.cluster().routing() else {
                 continue;
             };
+            tokio::select! {
+                _ = &mut shutdown => return,
+                _ = self.deliver_hints(&routing) => {}
+            }
             if routing.pending.is_some() {
                 // Cancel-safe enough: a page merged but not yet in the cursor is merged
                 // again on resume, which a DVVS merge absorbs.
@@ -516,7 +529,7 @@ impl Node {
     }
 
     /// Waits until `bytes` fit the shared byte budget (`handoff.max_bytes_per_sec`).
-    async fn throttle(&self, bytes: usize) {
+    pub(crate) async fn throttle(&self, bytes: usize) {
         let rate = self.handoff_config().max_bytes_per_sec;
         if rate == 0 || bytes == 0 {
             return;

@@ -34,6 +34,7 @@ mod cluster;
 mod config;
 mod error;
 mod handoff;
+mod hints;
 mod node;
 mod object;
 mod quorum;

@@ -23,7 +23,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 
 use crate::handoff::{HandoffConfig, HandoffState};
 use crate::object::{context_of, decode_object, encode_object, is_stale, live_values, merge_into};
-use crate::quorum::{Progress, Quorum, WriteQuorums};
+use crate::quorum::{Counts, Progress, Quorum, WriteQuorums};
 use crate::{
     Cluster, Error, GetReply, GetRequest, LimitsConfig, Object, PutReply, PutRequest, ReplicaView,
     ReplicasReply, ReplicationConfig, Result, Routing, Transport, TransportError, Value,
@@ -141,7 +141,8 @@ impl Node {
         if !coordinates && !request.forwarded {
             return self.forward_put(&routing, partition, request).await;
         }
-        self.coordinate_put(&routing, partition, request, context, w)
+        let pw = self.primary_quorum(request.pw, self.0.config.pw, w, "pw")?;
+        self.coordinate_put(&routing, partition, request, context, (w, pw))
             .await
     }
 
@@ -156,34 +157,93 @@ impl Node {
     pub async fn get(&self, request: GetRequest) -> Result<GetReply> {
         self.check_key(&request.key)?;
         let r = self.quorum_size(request.r, self.0.config.r, "r")?;
+        let pr = self.primary_quorum(request.pr, self.0.config.pr, r, "pr")?;
         let routing = self.routing()?;
         let partition = routing.ring.partition_of(&request.key);
         let owners = routing.ring.preference_list(partition);
-        let mut reads: FuturesUnordered<BoxFuture<'static, ReplicaRead>> = owners
-            .iter()
-            .map(|&node| self.read_from(&routing, node, partition, request.key.clone()))
-            .collect();
+        let is_down = |id: &str| self.0.cluster.is_down(id);
+        let mut fallbacks = Fallbacks::of(&routing, partition);
         let mut quorum = Quorum::new(r, owners.len());
+        let mut primaries = (pr > 0).then(|| Quorum::new(pr, owners.len()));
+        let mut reads: FuturesUnordered<BoxFuture<'static, ReplicaRead>> = FuturesUnordered::new();
+        for &node in owners {
+            // A convicted owner is not asked: the next healthy fallback's hints are.
+            let substitute = (Some(node) != routing.me && is_down(routing.id(node)))
+                .then(|| fallbacks.next(&routing, is_down))
+                .flatten();
+            match substitute {
+                Some(fallback) => {
+                    if let Some(primaries) = &mut primaries {
+                        primaries.failure(format!("{}: down", routing.id(node)));
+                    }
+                    reads.push(self.read_hinted(&routing, fallback, request.key.clone()));
+                }
+                None => reads.push(self.read_from(&routing, node, partition, request.key.clone())),
+            }
+        }
         let mut replies = Vec::with_capacity(owners.len());
         let mut merged = Object::default();
-        let progress = gather(&mut quorum, &mut reads, &routing, |node, result| {
-            if let Ok(Some(held)) = &result {
-                merged = merged.sync(held);
+        let decided = |quorum: &Quorum, primaries: &Option<Quorum>| {
+            let p = primaries
+                .as_ref()
+                .map_or(Progress::Reached, Quorum::progress);
+            match (quorum.progress(), p) {
+                (Progress::Failed, _) | (_, Progress::Failed) => Progress::Failed,
+                (Progress::Reached, Progress::Reached) => Progress::Reached,
+                _ => Progress::Pending,
+            }
+        };
+        let mut progress = decided(&quorum, &primaries);
+        while progress == Progress::Pending {
+            let Some((node, result)) = reads.next().await else {
+                break;
+            };
+            let primary = !fallbacks.used(node);
+            match &result {
+                Ok(held) => {
+                    if let Some(held) = held {
+                        merged = merged.sync(held);
+                    }
+                    quorum.success();
+                    if let (true, Some(primaries)) = (primary, &mut primaries) {
+                        primaries.success();
+                    }
+                    if Some(node) != routing.me {
+                        self.0.cluster.heard_from(routing.id(node));
+                    }
+                }
+                Err(error) => {
+                    quorum.failure(format!("{}: {error}", routing.id(node)));
+                    if let (true, Some(primaries)) = (primary, &mut primaries) {
+                        primaries.failure(format!("{}: {error}", routing.id(node)));
+                    }
+                    if let Some(fallback) = fallbacks.next(&routing, is_down) {
+                        quorum.add_attempt();
+                        reads.push(self.read_hinted(&routing, fallback, request.key.clone()));
+                    }
+                }
             }
             replies.push((node, result));
-        })
-        .await;
+            progress = decided(&quorum, &primaries);
+        }
         if progress != Progress::Reached {
-            return Err(quorum.into_error("replies"));
+            return Err(match primaries {
+                Some(p) if p.progress() == Progress::Failed => {
+                    p.into_error("replies from primaries (pr)")
+                }
+                _ => quorum.into_error("replies"),
+            });
         }
         let reply = GetReply {
             values: live_values(&merged),
             context: ContextToken::from(&context_of(&merged)).to_string(),
         };
-        // Read repair runs behind the answer: it waits for the slower replicas too.
+        // Read repair runs behind the answer: it waits for the slower replicas too, and
+        // repairs owners only (a fallback's hints reach the owner by hinted handoff).
         let node = self.clone();
+        let hinted = fallbacks.into_used();
         tokio::spawn(async move {
-            node.read_repair(routing, partition, request.key, replies, reads, merged)
+            node.read_repair(routing, request.key, replies, reads, merged, hinted)
                 .await;
         });
         Ok(reply)
@@ -200,31 +260,49 @@ impl Node {
         let routing = self.routing()?;
         let partition = routing.ring.partition_of(&key);
         let owners = routing.ring.preference_list(partition);
-        let reads = owners
+        let primaries = owners
             .iter()
             .map(|&node| self.read_from(&routing, node, partition, key.clone()));
-        let replicas = futures::future::join_all(reads)
-            .await
-            .into_iter()
-            .map(|(node, result)| {
-                let (values, context, error) = match result {
-                    Ok(held) => {
-                        let held = held.unwrap_or_default();
-                        let context = ContextToken::from(&context_of(&held)).to_string();
-                        (live_values(&held), Some(context), None)
-                    }
-                    Err(error) => (Vec::new(), None, Some(error.to_string())),
-                };
-                ReplicaView {
-                    node: routing.id(node).to_owned(),
-                    addr: routing.addr(node).to_owned(),
-                    role: "primary".into(),
-                    values,
-                    context,
-                    error,
+        // Every other member is asked for hints it keeps for the key; only those holding
+        // one are listed, as fallbacks.
+        let fallbacks = routing
+            .ring
+            .fallbacks(partition)
+            .iter()
+            .map(|&node| self.read_hinted(&routing, node, key.clone()));
+        let (primaries, fallbacks) = futures::future::join(
+            futures::future::join_all(primaries),
+            futures::future::join_all(fallbacks),
+        )
+        .await;
+        let view = |node: NodeIndex, role: &str, result: Result<Option<Object>>| {
+            let (values, context, error) = match result {
+                Ok(held) => {
+                    let held = held.unwrap_or_default();
+                    let context = ContextToken::from(&context_of(&held)).to_string();
+                    (live_values(&held), Some(context), None)
                 }
-            })
+                Err(error) => (Vec::new(), None, Some(error.to_string())),
+            };
+            ReplicaView {
+                node: routing.id(node).to_owned(),
+                addr: routing.addr(node).to_owned(),
+                role: role.into(),
+                values,
+                context,
+                error,
+            }
+        };
+        let mut replicas: Vec<ReplicaView> = primaries
+            .into_iter()
+            .map(|(node, result)| view(node, "primary", result))
             .collect();
+        replicas.extend(
+            fallbacks
+                .into_iter()
+                .filter(|(_, result)| matches!(result, Ok(Some(_))))
+                .map(|(node, result)| view(node, "fallback", result)),
+        );
         Ok(ReplicasReply { replicas })
     }
 
@@ -282,7 +360,7 @@ impl Node {
         self.0.cluster.join(seed).await
     }
 
-    fn routing(&self) -> Result<Arc<Routing>> {
+    pub(crate) fn routing(&self) -> Result<Arc<Routing>> {
         self.0.cluster.routing().ok_or_else(|| {
             Error::Unavailable(format!(
                 "node {} has no ring yet: it knows no member that owns partitions",
@@ -307,6 +385,25 @@ impl Node {
             )));
         }
         Ok(())
+    }
+
+    /// A request's PR or PW, or the configured default; 0 (off) ≤ it ≤ its R or W.
+    fn primary_quorum(
+        &self,
+        requested: Option<usize>,
+        default: usize,
+        quorum: usize,
+        name: &str,
+    ) -> Result<usize> {
+        match requested {
+            Some(size) if size > quorum => Err(Error::InvalidArgument(format!(
+                "{name} = {size} must not exceed {} = {quorum}",
+                &name[1..]
+            ))),
+            Some(size) => Ok(size),
+            // A configured default above a request's smaller quorum applies as that quorum.
+            None => Ok(default.min(quorum)),
+        }
     }
 
     /// A request's R or W, or the configured default; 1 ≤ it ≤ N.
@@ -361,48 +458,55 @@ impl Node {
         partition: u32,
         request: PutRequest,
         context: VersionVector,
-        w: usize,
+        (w, pw): (usize, usize),
     ) -> Result<PutReply> {
         let PutRequest { key, value, .. } = request;
         let value = value.map_or(Value::Tombstone, Value::Data);
         let (object, context) = self.update_local(partition, &key, context, value).await?;
-        let object = Bytes::from(object);
-        let targets = WriteTargets::of(routing, partition);
+        let targets = WriteTargets::of(routing, partition, |id| self.0.cluster.is_down(id));
         let mut quorums = WriteQuorums::new(
             w,
+            pw,
             routing.ring.replicas(),
             routing.pending.as_ref().map(|p| p.ring.replicas()),
         );
-        // The coordinator's own replica counts in every ring that has it.
-        quorums.record(true, targets.me_in_pending, Ok(()));
-        let mut writes: FuturesUnordered<BoxFuture<'static, (usize, Result<(), TransportError>)>> =
-            targets
-                .peers
-                .iter()
-                .enumerate()
-                .map(|(i, target)| {
-                    let transport = Arc::clone(&self.0.transport);
-                    let (addr, key, object) =
-                        (Arc::clone(&target.addr), key.clone(), object.clone());
-                    Box::pin(async move { (i, transport.write_replica(&addr, key, object).await) })
-                        as BoxFuture<'static, _>
-                })
-                .collect();
-        let mut progress = quorums.progress();
+        // The coordinator's own replica counts in every ring that has it, as a primary.
+        quorums.record(
+            Counts {
+                current: true,
+                pending: targets.me_in_pending,
+                primary: true,
+            },
+            Ok(()),
+        );
+        let mut round = WriteRound {
+            node: self,
+            routing,
+            targets,
+            quorums,
+            writes: FuturesUnordered::new(),
+            key,
+            object: Bytes::from(object),
+        };
+        for i in 0..round.targets.peers.len() {
+            round.launch(i);
+        }
+        let mut progress = round.quorums.progress();
         while progress == Progress::Pending {
-            let Some((i, result)) = writes.next().await else {
+            let Some((i, result)) = round.writes.next().await else {
                 break;
             };
-            progress = targets.record(&mut quorums, routing, i, result);
+            progress = round.count(i, result);
         }
         if progress != Progress::Reached {
             // The replies still coming are counted too (within their deadline), so that
             // the error tells how many were obtained. The write stays where it landed.
-            while let Some((i, result)) = writes.next().await {
-                targets.record(&mut quorums, routing, i, result);
+            while let Some((i, result)) = round.writes.next().await {
+                round.count(i, result);
             }
-            return Err(quorums.into_error());
+            return Err(round.quorums.into_error());
         }
+        let mut writes = round.writes;
         if !writes.is_empty() {
             // The remaining replicas still get the write: drive their calls to the end.
             tokio::spawn(async move { while writes.next().await.is_some() {} });
@@ -522,6 +626,39 @@ impl Node {
         })
     }
 
+    /// Reads fallback `node`'s hints for `key`, merged: what it keeps for owners it stands
+    /// in for.
+    fn read_hinted(
+        &self,
+        routing: &Routing,
+        node: NodeIndex,
+        key: Bytes,
+    ) -> BoxFuture<'static, ReplicaRead> {
+        let this = self.clone();
+        let addr = routing.shared_addr(node);
+        let local = Some(node) == routing.me;
+        Box::pin(async move {
+            let hints = if local {
+                this.read_hints(key).await
+            } else {
+                this.0
+                    .transport
+                    .read_hints(&addr, key)
+                    .await
+                    .map_err(Error::from)
+            };
+            let held = hints.and_then(|hints| {
+                let mut merged: Option<Object> = None;
+                for (_, bytes) in hints {
+                    let object = decode_object(&bytes, &addr)?;
+                    merged = Some(merged.map_or_else(|| object.clone(), |m| m.sync(&object)));
+                }
+                Ok(merged)
+            });
+            (node, held)
+        })
+    }
+
     /// Sends `object` to replica `node` (never this node).
     fn write_to(
         &self,
@@ -540,11 +677,11 @@ impl Node {
     async fn read_repair(
         &self,
         routing: Arc<Routing>,
-        partition: u32,
         key: Bytes,
         mut replies: Vec<ReplicaRead>,
         mut reads: FuturesUnordered<BoxFuture<'static, ReplicaRead>>,
         mut merged: Object,
+        hinted: Vec<NodeIndex>,
     ) {
         while let Some((node, result)) = reads.next().await {
             if let Ok(Some(held)) = &result {
@@ -554,6 +691,7 @@ impl Node {
         }
         let stale: Vec<NodeIndex> = replies
             .iter()
+            .filter(|(node, _)| !hinted.contains(node))
             .filter_map(|(node, result)| match result {
                 Ok(held) if is_stale(held.as_ref(), &merged) => Some(*node),
                 _ => None,
@@ -562,6 +700,7 @@ impl Node {
         if stale.is_empty() {
             return;
         }
+        let partition = routing.ring.partition_of(&key);
         let object = Bytes::from(encode_object(&merged));
         for node in stale {
             tracing::debug!(replica = routing.id(node), "read repair");
@@ -581,61 +720,229 @@ impl Node {
     }
 }
 
-/// A write's replicas other than the coordinator: the key's owners in the current ring and,
-/// during a transition, in the pending ring (each node once, told apart by address, which
-/// both rings take from the same view).
+/// One write's replica calls in flight and the quorums they count toward.
+struct WriteRound<'a> {
+    node: &'a Node,
+    routing: &'a Routing,
+    targets: WriteTargets,
+    quorums: WriteQuorums,
+    writes: FuturesUnordered<BoxFuture<'static, (usize, Result<(), TransportError>)>>,
+    key: Bytes,
+    object: Bytes,
+}
+
+impl WriteRound<'_> {
+    /// Starts the call to target `i`: a replica write to an owner, a hinted write to a
+    /// fallback.
+    fn launch(&mut self, i: usize) {
+        let target = &self.targets.peers[i];
+        let transport = Arc::clone(&self.node.0.transport);
+        let (addr, key, object) = (
+            Arc::clone(&target.addr),
+            self.key.clone(),
+            self.object.clone(),
+        );
+        let hint_for = target.hint_for.clone();
+        self.writes.push(Box::pin(async move {
+            let result = match hint_for {
+                None => transport.write_replica(&addr, key, object).await,
+                Some(owner) => transport.write_hint(&addr, owner, key, object).await,
+            };
+            (i, result)
+        }));
+    }
+
+    /// Counts target `i`'s answer; when a replica of the current ring failed, tries the
+    /// next healthy fallback in its place (sloppy quorum), which keeps a hint for the
+    /// owner.
+    fn count(&mut self, i: usize, result: std::result::Result<(), TransportError>) -> Progress {
+        let cluster = &self.node.0.cluster;
+        let failed = result.is_err();
+        if !failed {
+            if let Some(id) = self.targets.id(self.routing, i) {
+                cluster.heard_from(id);
+            }
+        }
+        let progress = self
+            .targets
+            .record(&mut self.quorums, self.routing, i, result);
+        if failed && progress != Progress::Reached {
+            let is_down = |id: &str| cluster.is_down(id);
+            if let Some(next) = self.targets.fallback_for(self.routing, i, is_down) {
+                self.quorums.add_fallback();
+                self.launch(next);
+                return self.quorums.progress();
+            }
+        }
+        progress
+    }
+}
+
+/// A partition's fallbacks in the ring's order, handed out to reads as owners fail.
+struct Fallbacks {
+    left: std::collections::VecDeque<NodeIndex>,
+    used: Vec<NodeIndex>,
+}
+
+impl Fallbacks {
+    fn of(routing: &Routing, partition: u32) -> Self {
+        Self {
+            left: routing.ring.fallbacks(partition).iter().copied().collect(),
+            used: Vec::new(),
+        }
+    }
+
+    /// The next fallback the failure detector does not convict.
+    fn next(&mut self, routing: &Routing, is_down: impl Fn(&str) -> bool) -> Option<NodeIndex> {
+        while let Some(node) = self.left.pop_front() {
+            if !is_down(routing.id(node)) {
+                self.used.push(node);
+                return Some(node);
+            }
+        }
+        None
+    }
+
+    /// Whether `node` was read as a fallback.
+    fn used(&self, node: NodeIndex) -> bool {
+        self.used.contains(&node)
+    }
+
+    fn into_used(self) -> Vec<NodeIndex> {
+        self.used
+    }
+}
+
+/// A write's replica other than the coordinator.
 struct WriteTarget {
     addr: Arc<str>,
-    /// Its index in the current ring, if it owns the key there.
+    /// Its index in the current ring, if it owns the key there or stands in for an owner.
     current: Option<NodeIndex>,
     /// Its index in the pending ring, if it owns the key there.
     pending: Option<NodeIndex>,
+    /// For a fallback: the id of the owner it keeps a hint for.
+    hint_for: Option<String>,
+    /// For a fallback: the owner (current-ring index) it stands in for.
+    stands_in_for: Option<NodeIndex>,
 }
 
+/// A write's replicas other than the coordinator: the key's owners in the current ring
+/// (a convicted one replaced by the next healthy fallback) and, during a transition, in
+/// the pending ring (each node once, told apart by address, which both rings take from
+/// the same view).
 struct WriteTargets {
     peers: Vec<WriteTarget>,
     /// Whether the coordinator is an owner of the key in the pending ring too.
     me_in_pending: bool,
+    /// The partition's fallbacks not tried yet, in the ring's order.
+    fallbacks: std::collections::VecDeque<NodeIndex>,
 }
 
 impl WriteTargets {
-    fn of(routing: &Routing, partition: u32) -> Self {
-        let mut peers: Vec<WriteTarget> = routing
-            .ring
-            .preference_list(partition)
-            .iter()
-            .filter(|&&node| Some(node) != routing.me)
-            .map(|&node| WriteTarget {
+    fn of(routing: &Routing, partition: u32, is_down: impl Fn(&str) -> bool) -> Self {
+        let mut targets = Self {
+            peers: Vec::new(),
+            me_in_pending: false,
+            fallbacks: routing.ring.fallbacks(partition).iter().copied().collect(),
+        };
+        for &node in routing.ring.preference_list(partition) {
+            if Some(node) == routing.me {
+                continue;
+            }
+            targets.peers.push(WriteTarget {
                 addr: routing.shared_addr(node),
                 current: Some(node),
                 pending: None,
-            })
-            .collect();
-        let mut me_in_pending = false;
+                hint_for: None,
+                stands_in_for: None,
+            });
+        }
         if let Some(pending) = &routing.pending {
             for &node in pending.ring.preference_list(partition) {
                 if Some(node) == pending.me {
-                    me_in_pending = true;
+                    targets.me_in_pending = true;
                     continue;
                 }
                 let addr = pending.addr(node);
-                match peers.iter_mut().find(|t| &*t.addr == addr) {
+                match targets.peers.iter_mut().find(|t| &*t.addr == addr) {
                     Some(target) => target.pending = Some(node),
-                    None => peers.push(WriteTarget {
+                    None => targets.peers.push(WriteTarget {
                         addr: pending.shared_addr(node),
                         current: None,
                         pending: Some(node),
+                        hint_for: None,
+                        stands_in_for: None,
                     }),
                 }
             }
         }
-        Self {
-            peers,
-            me_in_pending,
+        // An owner the failure detector convicts, and that no pending ring needs, is not
+        // called: the next healthy fallback takes its place at once.
+        for i in 0..targets.peers.len() {
+            let target = &targets.peers[i];
+            let skip = target.pending.is_none()
+                && target.current.is_some_and(|node| is_down(routing.id(node)));
+            if skip {
+                if let Some(fallback) = targets.next_fallback(routing, &is_down) {
+                    let owner = targets.peers[i].current.expect("checked above");
+                    targets.peers[i] = Self::fallback(routing, fallback, owner);
+                }
+            }
+        }
+        targets
+    }
+
+    fn fallback(routing: &Routing, node: NodeIndex, owner: NodeIndex) -> WriteTarget {
+        WriteTarget {
+            addr: routing.shared_addr(node),
+            current: Some(node),
+            pending: None,
+            hint_for: Some(routing.id(owner).to_owned()),
+            stands_in_for: Some(owner),
         }
     }
 
-    /// Counts target `i`'s answer toward the quorums of the rings it owns the key in.
+    /// The next healthy fallback not already written to.
+    fn next_fallback(
+        &mut self,
+        routing: &Routing,
+        is_down: impl Fn(&str) -> bool,
+    ) -> Option<NodeIndex> {
+        while let Some(node) = self.fallbacks.pop_front() {
+            let addr = routing.addr(node);
+            let used = self.peers.iter().any(|t| &*t.addr == addr);
+            if !used && Some(node) != routing.me && !is_down(routing.id(node)) {
+                return Some(node);
+            }
+        }
+        None
+    }
+
+    /// A fallback in place of target `i` (of the current ring) that failed; its index.
+    fn fallback_for(
+        &mut self,
+        routing: &Routing,
+        i: usize,
+        is_down: impl Fn(&str) -> bool,
+    ) -> Option<usize> {
+        let target = &self.peers[i];
+        let owner = target.stands_in_for.or(target.current)?;
+        let node = self.next_fallback(routing, is_down)?;
+        self.peers.push(Self::fallback(routing, node, owner));
+        Some(self.peers.len() - 1)
+    }
+
+    /// The id of target `i`.
+    fn id<'r>(&self, routing: &'r Routing, i: usize) -> Option<&'r str> {
+        let target = &self.peers[i];
+        match (target.current, &routing.pending, target.pending) {
+            (Some(node), _, _) => Some(routing.id(node)),
+            (None, Some(pending), Some(node)) => Some(pending.id(node)),
+            _ => None,
+        }
+    }
+
+    /// Counts target `i`'s answer toward the quorums it belongs to.
     fn record(
         &self,
         quorums: &mut WriteQuorums,
@@ -645,43 +952,23 @@ impl WriteTargets {
     ) -> Progress {
         let target = &self.peers[i];
         let outcome = result.map_err(|error| {
-            let id = match (target.current, &routing.pending, target.pending) {
-                (Some(node), _, _) => routing.id(node),
-                (None, Some(pending), Some(node)) => pending.id(node),
-                _ => "?",
-            };
-            format!("{id}: {error}")
+            let id = self.id(routing, i).unwrap_or("?");
+            match &target.hint_for {
+                Some(owner) => format!("{id} (fallback for {owner}): {error}"),
+                None => format!("{id}: {error}"),
+            }
         });
-        quorums.record(target.current.is_some(), target.pending.is_some(), outcome)
-    }
-}
-
-/// Counts replica replies into `quorum` until it is decided, handing each to `seen`.
-/// When it fails, the replies still coming are counted too (within their deadline), so
-/// that the error tells how many were obtained; when it is reached, the rest stay in
-/// `pending` for the caller.
-async fn gather<T, E: std::fmt::Display>(
-    quorum: &mut Quorum,
-    pending: &mut FuturesUnordered<BoxFuture<'static, (NodeIndex, std::result::Result<T, E>)>>,
-    routing: &Routing,
-    mut seen: impl FnMut(NodeIndex, std::result::Result<T, E>),
-) -> Progress {
-    let mut progress = quorum.progress();
-    while progress != Progress::Reached {
-        let Some((node, result)) = pending.next().await else {
-            break;
+        let counts = Counts {
+            current: target.current.is_some(),
+            pending: target.pending.is_some(),
+            primary: target.current.is_some() && target.hint_for.is_none(),
         };
-        progress = match &result {
-            Ok(_) => quorum.success(),
-            Err(error) => quorum.failure(format!("{}: {error}", routing.id(node))),
-        };
-        seen(node, result);
+        quorums.record(counts, outcome)
     }
-    progress
 }
 
 /// Aborts a storage update with a request error, which [`tx_error`] recovers.
-fn abort(error: Error) -> BoxError {
+pub(crate) fn abort(error: Error) -> BoxError {
     Arc::new(error)
 }
 

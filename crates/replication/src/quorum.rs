@@ -37,6 +37,11 @@ impl Quorum {
         self.progress()
     }
 
+    /// One more reply may come (a fallback tried in place of a replica that failed).
+    pub(crate) fn add_attempt(&mut self) {
+        self.total += 1;
+    }
+
     pub(crate) fn failure(&mut self, error: String) -> Progress {
         self.errors.push(error);
         self.progress()
@@ -68,44 +73,66 @@ impl Quorum {
 /// owners *and* `W` among the pending ring's (as Garage requires a quorum in every active
 /// layout), so that an acknowledged write is on a quorum of the owners before and after
 /// the switch. Without a transition only the current quorum counts.
+///
+/// With PW, `pw` of the current ring's acknowledgements must also come from primaries
+/// (owners), not fallbacks.
 #[derive(Debug)]
 pub(crate) struct WriteQuorums {
     current: Quorum,
     pending: Option<Quorum>,
+    primaries: Option<Quorum>,
+}
+
+/// Where one reply counts.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Counts {
+    /// In the current ring's quorum (an owner, or a fallback standing in for one).
+    pub(crate) current: bool,
+    /// In the pending ring's quorum.
+    pub(crate) pending: bool,
+    /// In the primaries' quorum (an owner in the current ring).
+    pub(crate) primary: bool,
 }
 
 impl WriteQuorums {
-    /// `w` of `current` owners, and `w` of `pending` owners when a transition runs.
-    pub(crate) fn new(w: usize, current: usize, pending: Option<usize>) -> Self {
+    /// `w` of `current` owners, `w` of `pending` owners when a transition runs, and `pw`
+    /// of the `current` primaries when `pw > 0`.
+    pub(crate) fn new(w: usize, pw: usize, current: usize, pending: Option<usize>) -> Self {
         Self {
             current: Quorum::new(w, current),
             pending: pending.map(|total| Quorum::new(w, total)),
+            primaries: (pw > 0).then(|| Quorum::new(pw, current)),
         }
     }
 
-    /// Counts one replica's answer toward the quorums of the rings it owns the key in.
-    pub(crate) fn record(
-        &mut self,
-        in_current: bool,
-        in_pending: bool,
-        outcome: Result<(), String>,
-    ) -> Progress {
+    /// A fallback is tried in place of a current replica that failed.
+    pub(crate) fn add_fallback(&mut self) {
+        self.current.add_attempt();
+    }
+
+    /// Counts one replica's answer toward the quorums it belongs to.
+    pub(crate) fn record(&mut self, counts: Counts, outcome: Result<(), String>) -> Progress {
         let count = |quorum: &mut Quorum| match &outcome {
             Ok(()) => quorum.success(),
             Err(error) => quorum.failure(error.clone()),
         };
-        if in_current {
+        if counts.current {
             count(&mut self.current);
         }
-        if let (true, Some(pending)) = (in_pending, &mut self.pending) {
+        if let (true, Some(pending)) = (counts.pending, &mut self.pending) {
             count(pending);
+        }
+        if let (true, Some(primaries)) = (counts.primary, &mut self.primaries) {
+            count(primaries);
         }
         self.progress()
     }
 
     /// Reached when every quorum is; failed as soon as one is.
     pub(crate) fn progress(&self) -> Progress {
-        let quorums = std::iter::once(&self.current).chain(&self.pending);
+        let quorums = std::iter::once(&self.current)
+            .chain(&self.pending)
+            .chain(&self.primaries);
         let mut progress = Progress::Reached;
         for quorum in quorums {
             match quorum.progress() {
@@ -119,6 +146,14 @@ impl WriteQuorums {
 
     /// The error of the quorum that failed (or of the current one).
     pub(crate) fn into_error(self) -> Error {
+        let failed =
+            |q: &Option<Quorum>| q.as_ref().is_some_and(|q| q.progress() == Progress::Failed);
+        if failed(&self.primaries) {
+            return self
+                .primaries
+                .expect("checked above")
+                .into_error("acknowledgements from primaries (pw)");
+        }
         match self.pending {
             Some(pending) if pending.progress() == Progress::Failed => {
                 pending.into_error("acknowledgements among the incoming owners")
@@ -156,21 +191,61 @@ mod tests {
         assert_eq!((required, succeeded, errors.len()), (2, 0, 2));
     }
 
+    fn at(current: bool, pending: bool) -> Counts {
+        Counts {
+            current,
+            pending,
+            primary: current,
+        }
+    }
+
+    #[test]
+    fn fallbacks_count_toward_w_but_not_pw() {
+        let fallback = Counts {
+            current: true,
+            pending: false,
+            primary: false,
+        };
+        // W = 2, PW = 2 of 3 owners: the coordinator, a fallback for a dead owner.
+        let mut q = WriteQuorums::new(2, 2, 3, None);
+        q.record(at(true, false), Ok(()));
+        q.record(at(true, false), Err("b unreachable".into()));
+        q.add_fallback();
+        assert_eq!(q.record(fallback, Ok(())), Progress::Pending);
+        assert_eq!(
+            q.record(at(true, false), Err("c unreachable".into())),
+            Progress::Failed
+        );
+        let Error::QuorumNotReached { what, .. } = q.into_error() else {
+            panic!("wrong error")
+        };
+        assert!(what.contains("primaries"), "{what}");
+        // Without PW the fallback's acknowledgement completes W = 2.
+        let mut q = WriteQuorums::new(2, 0, 3, None);
+        q.record(at(true, false), Ok(()));
+        q.record(at(true, false), Err("b unreachable".into()));
+        q.add_fallback();
+        assert_eq!(q.record(fallback, Ok(())), Progress::Reached);
+    }
+
     #[test]
     fn a_write_during_a_transition_needs_both_quorums() {
         // Current owners a, b, c; pending owners b, c, d.
-        let mut q = WriteQuorums::new(2, 3, Some(3));
-        assert_eq!(q.record(true, false, Ok(())), Progress::Pending); // a
-        assert_eq!(q.record(false, true, Ok(())), Progress::Pending); // d
-        assert_eq!(q.record(true, true, Ok(())), Progress::Reached); // b
+        let mut q = WriteQuorums::new(2, 0, 3, Some(3));
+        assert_eq!(q.record(at(true, false), Ok(())), Progress::Pending); // a
+        assert_eq!(q.record(at(false, true), Ok(())), Progress::Pending); // d
+        assert_eq!(q.record(at(true, true), Ok(())), Progress::Reached); // b
         // a acknowledges; d and b fail: two of the incoming owners are gone.
-        let mut q = WriteQuorums::new(2, 3, Some(3));
-        q.record(true, false, Ok(()));
+        let mut q = WriteQuorums::new(2, 0, 3, Some(3));
+        q.record(at(true, false), Ok(()));
         assert_eq!(
-            q.record(false, true, Err("d down".into())),
+            q.record(at(false, true), Err("d down".into())),
             Progress::Pending
         );
-        assert_eq!(q.record(true, true, Err("b down".into())), Progress::Failed);
+        assert_eq!(
+            q.record(at(true, true), Err("b down".into())),
+            Progress::Failed
+        );
         let Error::QuorumNotReached { what, .. } = q.into_error() else {
             panic!("wrong error")
         };

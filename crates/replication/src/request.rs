@@ -15,6 +15,9 @@ pub struct PutRequest {
     pub context: Option<String>,
     /// Acknowledgements to wait for; `None` takes `replication.w`.
     pub w: Option<usize>,
+    /// Of them, how many must come from primaries (the key's owners, not fallbacks
+    /// holding hints); `None` takes `replication.pw`, 0 is off (Riak's PW).
+    pub pw: Option<usize>,
     /// Set by a node that forwards the request to a preference-list node, so that the
     /// receiver coordinates it instead of forwarding again.
     pub forwarded: bool,
@@ -28,6 +31,7 @@ impl PutRequest {
             value: Some(value.into()),
             context: None,
             w: None,
+            pw: None,
             forwarded: false,
         }
     }
@@ -39,6 +43,7 @@ impl PutRequest {
             value: None,
             context: None,
             w: None,
+            pw: None,
             forwarded: false,
         }
     }
@@ -52,6 +57,12 @@ impl PutRequest {
     /// With a per-request W.
     pub fn with_w(mut self, w: usize) -> Self {
         self.w = Some(w);
+        self
+    }
+
+    /// With a per-request PW.
+    pub fn with_pw(mut self, pw: usize) -> Self {
+        self.pw = Some(pw);
         self
     }
 }
@@ -70,6 +81,9 @@ pub struct GetRequest {
     pub key: Bytes,
     /// Replies to wait for; `None` takes `replication.r`.
     pub r: Option<usize>,
+    /// Of them, how many must come from primaries; `None` takes `replication.pr`, 0 is
+    /// off (Riak's PR).
+    pub pr: Option<usize>,
 }
 
 impl GetRequest {
@@ -78,12 +92,19 @@ impl GetRequest {
         Self {
             key: key.into(),
             r: None,
+            pr: None,
         }
     }
 
     /// With a per-request R.
     pub fn with_r(mut self, r: usize) -> Self {
         self.r = Some(r);
+        self
+    }
+
+    /// With a per-request PR.
+    pub fn with_pr(mut self, pr: usize) -> Self {
+        self.pr = Some(pr);
         self
     }
 }

@@ -244,4 +244,26 @@ impl Transport for MemTransport {
         })
         .await
     }
+
+    async fn write_hint(
+        &self,
+        addr: &str,
+        target: String,
+        key: Bytes,
+        object: Bytes,
+    ) -> Result<(), TransportError> {
+        self.call(addr, |node| async move {
+            node.write_hint(target, key, object).await
+        })
+        .await
+    }
+
+    async fn read_hints(
+        &self,
+        addr: &str,
+        key: Bytes,
+    ) -> Result<Vec<(String, Bytes)>, TransportError> {
+        self.call(addr, |node| async move { node.read_hints(key).await })
+            .await
+    }
 }

@@ -118,4 +118,21 @@ pub trait Transport: Send + Sync + fmt::Debug + 'static {
         partition: u32,
         entries: Vec<(Bytes, Bytes)>,
     ) -> Result<(), TransportError>;
+
+    /// Asks the node at `addr`, a fallback, to keep `object` for `target`, an owner the
+    /// coordinator could not reach (hinted handoff). `Ok` means it is stored.
+    async fn write_hint(
+        &self,
+        addr: &str,
+        target: String,
+        key: Bytes,
+        object: Bytes,
+    ) -> Result<(), TransportError>;
+
+    /// The hints the node at `addr` holds for `key`, by target.
+    async fn read_hints(
+        &self,
+        addr: &str,
+        key: Bytes,
+    ) -> Result<Vec<(String, Bytes)>, TransportError>;
 }

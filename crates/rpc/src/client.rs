@@ -315,6 +315,22 @@ impl Client {
         .await
     }
 
+    /// Asks the node, a fallback, to keep `object` for `target` (peers: hinted handoff).
+    pub async fn write_hint(
+        &self,
+        target: String,
+        key: Bytes,
+        object: Bytes,
+    ) -> Result<(), RpcError> {
+        self.call(self.inner.write_hint(self.context(), target, key, object))
+            .await
+    }
+
+    /// The hints the node keeps for `key`, by target (peers).
+    pub async fn read_hints(&self, key: Bytes) -> Result<Vec<(String, Bytes)>, RpcError> {
+        self.call(self.inner.read_hints(self.context(), key)).await
+    }
+
     /// Makes the node, alone in its cluster and empty, join the cluster of `seed`.
     pub async fn join(&self, seed: &str) -> Result<(), RpcError> {
         self.call(self.inner.join(self.context(), seed.to_owned()))
@@ -547,6 +563,33 @@ impl Transport for TarpcTransport {
         self.call(addr, true, |client| {
             let entries = entries.clone();
             async move { client.push_partition(partition, entries).await }
+        })
+        .await
+    }
+
+    async fn write_hint(
+        &self,
+        addr: &str,
+        target: String,
+        key: Bytes,
+        object: Bytes,
+    ) -> Result<(), TransportError> {
+        // A hint merge is idempotent too.
+        self.call(addr, true, |client| {
+            let (target, key, object) = (target.clone(), key.clone(), object.clone());
+            async move { client.write_hint(target, key, object).await }
+        })
+        .await
+    }
+
+    async fn read_hints(
+        &self,
+        addr: &str,
+        key: Bytes,
+    ) -> Result<Vec<(String, Bytes)>, TransportError> {
+        self.call(addr, true, |client| {
+            let key = key.clone();
+            async move { client.read_hints(key).await }
         })
         .await
     }

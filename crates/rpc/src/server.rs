@@ -15,7 +15,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
 use crate::service::{
-    NodeService, NodeView, PartitionView, PendingStatus, RingReply, RingStatus, StatusReply,
+    HintView, NodeService, NodeView, PartitionView, PendingStatus, RingReply, RingStatus,
+    StatusReply,
 };
 
 /// The handlers: thin adapters into the replication layer.
@@ -81,6 +82,20 @@ impl NodeService for NodeServer {
         self.node.merge_page(partition, entries).await
     }
 
+    async fn write_hint(
+        self,
+        _: Context,
+        target: String,
+        key: Bytes,
+        object: Bytes,
+    ) -> Result<(), Error> {
+        self.node.write_hint(target, key, object).await
+    }
+
+    async fn read_hints(self, _: Context, key: Bytes) -> Result<Vec<(String, Bytes)>, Error> {
+        self.node.read_hints(key).await
+    }
+
     async fn join(self, _: Context, seed: String) -> Result<(), Error> {
         self.node.join(seed).await
     }
@@ -136,7 +151,14 @@ impl NodeService for NodeServer {
             nodes,
             ring,
             transfers: self.node.transfers(),
-            hints: Vec::new(),
+            hints: self
+                .node
+                .hint_counts()
+                .await
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(target, keys)| HintView { target, keys })
+                .collect(),
         }
     }
 

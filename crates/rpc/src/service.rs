@@ -38,6 +38,10 @@ pub(crate) trait NodeService {
     async fn wanted(partition: u32, offered: Vec<(Bytes, u64)>) -> Result<Vec<u32>, Error>;
     /// Merges handed-off objects of a partition (peers).
     async fn push_partition(partition: u32, entries: Vec<(Bytes, Bytes)>) -> Result<(), Error>;
+    /// Keeps an object for an owner the coordinator could not reach (peers: hinted handoff).
+    async fn write_hint(target: String, key: Bytes, object: Bytes) -> Result<(), Error>;
+    /// The hints this node keeps for a key, by target (peers).
+    async fn read_hints(key: Bytes) -> Result<Vec<(String, Bytes)>, Error>;
     /// Makes this node, alone in its cluster, join the cluster of `seed` (clients).
     async fn join(seed: String) -> Result<(), Error>;
     /// Makes this node leave the cluster once its data lives elsewhere (clients).

@@ -46,7 +46,12 @@ async fn node(id: &str, seeds: Vec<String>) -> (Cluster, String, tokio::sync::wa
     let cluster = Cluster::start(options, Arc::clone(&store), Arc::clone(&transport))
         .await
         .unwrap();
-    let config = ReplicationConfig { n: 2, r: 1, w: 2 };
+    let config = ReplicationConfig {
+        n: 2,
+        r: 1,
+        w: 2,
+        ..ReplicationConfig::default()
+    };
     let node = Node::new(
         cluster.clone(),
         store,

@@ -1,0 +1,240 @@
+//! Sloppy quorum and hinted handoff on an in-process cluster of 5 nodes, N = 3: writes
+//! whose owners are down land on fallbacks as hints, count toward W, are readable, and
+//! reach their owners once they are back; PW refuses what only fallbacks took; a cut link
+//! behaves like a crash; hints survive a fallback's restart and reach the new owner when
+//! their owner was removed.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::harness::TestCluster;
+use dotkv_replication::{GetRequest, PutRequest, Value};
+
+/// Polls `check` every 25 ms for up to `seconds`; returns whether it held.
+async fn eventually<F, Fut>(seconds: u64, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..seconds * 40 {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    false
+}
+
+/// A key whose owners are exactly `owners` (0-based node indices, any order).
+fn key_owned_by(cluster: &TestCluster, owners: &[usize]) -> String {
+    (0..)
+        .map(|i| format!("key-{i}"))
+        .find(|key| {
+            let mut held = cluster.owners(key.as_bytes());
+            held.sort_unstable();
+            held == owners
+        })
+        .expect("some key has these owners")
+}
+
+/// Whether node `i`'s own store holds `value` for `key`.
+async fn holds(cluster: &TestCluster, i: usize, key: &str, value: &str) -> bool {
+    cluster.stored(i, key.as_bytes()).await.is_some_and(|o| {
+        o.values()
+            .iter()
+            .any(|v| matches!(v, Value::Data(d) if d == value.as_bytes()))
+    })
+}
+
+/// The hints every running node holds, summed.
+async fn hints_left(cluster: &TestCluster) -> u64 {
+    let mut total = 0;
+    for i in 0..cluster.nodes.len() {
+        if cluster.is_running(i) {
+            total += cluster
+                .node(i)
+                .hint_counts()
+                .await
+                .unwrap()
+                .values()
+                .sum::<u64>();
+        }
+    }
+    total
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_owners_down_writes_go_to_fallbacks_and_come_back_to_the_owners() {
+    let mut cluster = TestCluster::start(5).await;
+    let key = key_owned_by(&cluster, &[0, 1, 2]);
+    cluster.crash(1).await;
+    cluster.crash(2).await;
+
+    // W = 2: the coordinator and a fallback standing in for a dead owner.
+    cluster
+        .node(0)
+        .put(PutRequest::new(key.clone(), "v1"))
+        .await
+        .expect("a sloppy quorum");
+    let read = cluster
+        .node(3)
+        .get(GetRequest::new(key.clone()))
+        .await
+        .unwrap();
+    assert_eq!(read.values, vec![Bytes::from("v1")]);
+    assert!(hints_left(&cluster).await > 0, "a fallback keeps a hint");
+    let replicas = cluster
+        .node(0)
+        .replicas(Bytes::from(key.clone()))
+        .await
+        .unwrap();
+    assert!(
+        replicas
+            .replicas
+            .iter()
+            .any(|r| r.role == "fallback" && r.values == vec![Bytes::from("v1")]),
+        "{replicas:?}"
+    );
+
+    // PW = 2 insists on two owners: refused, naming the primaries.
+    let error = cluster
+        .node(0)
+        .put(PutRequest::new(key.clone(), "v2").with_pw(2))
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind(), "quorum_not_reached", "{error}");
+    assert!(error.to_string().contains("primaries"), "{error}");
+    let error = cluster
+        .node(0)
+        .get(GetRequest::new(key.clone()).with_pr(2))
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("primaries"), "{error}");
+
+    // The owners return: the hints reach them and are deleted.
+    cluster.restart(1).await;
+    cluster.restart(2).await;
+    let c = &cluster;
+    let key_ref = &key;
+    let delivered = eventually(20, || async move {
+        holds(c, 1, key_ref, "v1").await
+            && holds(c, 2, key_ref, "v1").await
+            && hints_left(c).await == 0
+    })
+    .await;
+    assert!(delivered, "the owners did not get their hints back");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hints_survive_a_fallback_restart_and_a_second_delivery_changes_nothing() {
+    let mut cluster = TestCluster::start(5).await;
+    let key = key_owned_by(&cluster, &[0, 1, 2]);
+    cluster.crash(2).await;
+    cluster
+        .node(0)
+        .put(PutRequest::new(key.clone(), "kept").with_w(3))
+        .await
+        .expect("W = 3 with a fallback");
+    // The fallback holding the hint restarts (its store survives, as a disk does).
+    let mut holder = None;
+    for i in [3, 4] {
+        if !cluster
+            .node(i)
+            .read_hints(Bytes::from(key.clone()))
+            .await
+            .unwrap()
+            .is_empty()
+        {
+            holder = Some(i);
+        }
+    }
+    let holder = holder.expect("a fallback holds the hint");
+    let (_, hinted) = cluster
+        .node(holder)
+        .read_hints(Bytes::from(key.clone()))
+        .await
+        .unwrap()
+        .remove(0);
+    cluster.crash(holder).await;
+    cluster.restart(holder).await;
+    assert!(
+        hints_left(&cluster).await > 0,
+        "the hint survived the restart"
+    );
+
+    cluster.restart(2).await;
+    let c = &cluster;
+    let key_ref = &key;
+    let delivered = eventually(20, || async move {
+        holds(c, 2, key_ref, "kept").await && hints_left(c).await == 0
+    })
+    .await;
+    assert!(
+        delivered,
+        "the hint was not delivered after the fallback's restart"
+    );
+    // Delivering the same hint again merges to what the owner holds already.
+    let before = cluster.stored(2, key.as_bytes()).await.unwrap();
+    cluster
+        .node(2)
+        .write_replica(Bytes::from(key.clone()), hinted)
+        .await
+        .unwrap();
+    assert_eq!(cluster.stored(2, key.as_bytes()).await.unwrap(), before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_link_to_an_owner_is_routed_around_like_a_crash() {
+    let cluster = TestCluster::start(5).await;
+    let key = key_owned_by(&cluster, &[0, 1, 2]);
+    let (n1, n2) = (cluster.nodes[0].addr.clone(), cluster.nodes[1].addr.clone());
+    cluster.network.partition(&[&n1], &[&n2]);
+    // n2 does not answer n1: after the call's deadline, a fallback takes its place.
+    cluster
+        .node(0)
+        .put(PutRequest::new(key.clone(), "around").with_w(3))
+        .await
+        .expect("W = 3 through a fallback");
+    assert!(!holds(&cluster, 1, &key, "around").await);
+    cluster.network.heal();
+    let c = &cluster;
+    let key_ref = &key;
+    let delivered = eventually(20, || async move {
+        holds(c, 1, key_ref, "around").await && hints_left(c).await == 0
+    })
+    .await;
+    assert!(delivered, "the hint did not reach n2 after the heal");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hint_for_a_removed_owner_reaches_the_new_owner() {
+    let mut cluster = TestCluster::start(5).await;
+    let key = key_owned_by(&cluster, &[0, 1, 2]);
+    cluster.crash(2).await;
+    cluster
+        .node(0)
+        .put(PutRequest::new(key.clone(), "rehomed").with_w(3))
+        .await
+        .expect("W = 3 with a fallback");
+    // n3 is dead for good: removed, its partitions move to the others.
+    cluster.node(0).cluster().remove("n3").await.unwrap();
+    let c = &cluster;
+    let settled = eventually(20, || async move {
+        let routing = c.routing();
+        routing.pending.is_none() && routing.ring.index_of("n3").is_none()
+    })
+    .await;
+    assert!(settled, "the ring still names n3");
+    let key_ref = &key;
+    let placed = eventually(20, || async move {
+        let mut all = true;
+        for owner in c.owners(key_ref.as_bytes()) {
+            all &= holds(c, owner, key_ref, "rehomed").await;
+        }
+        all && hints_left(c).await == 0
+    })
+    .await;
+    assert!(placed, "the hint for n3 did not reach the key's new owners");
+}
