@@ -40,7 +40,7 @@ fn settled_with(addr: &str, ids: &[&str]) -> bool {
 }
 
 fn ok(addr: &str, args: &[&str]) {
-    let (success, json) = client_run(addr, args, b"");
+    let (success, json) = common::client_run_within(addr, args, WAIT);
     assert!(success, "dotkv {args:?} failed: {json}");
     assert_eq!(json["ok"], true, "{json}");
 }

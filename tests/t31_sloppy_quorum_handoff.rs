@@ -238,3 +238,39 @@ async fn a_hint_for_a_removed_owner_reaches_the_new_owner() {
     .await;
     assert!(placed, "the hint for n3 did not reach the key's new owners");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fallback_full_of_hints_refuses_and_the_next_one_takes_the_write() {
+    let mut cluster = TestCluster::start(5).await;
+    let key = key_owned_by(&cluster, &[0, 1, 2]);
+    let routing = cluster.routing();
+    let partition = routing.ring.partition_of(key.as_bytes());
+    let order: Vec<usize> = routing
+        .ring
+        .fallbacks(partition)
+        .iter()
+        .map(|&n| {
+            let id = routing.id(n);
+            cluster.nodes.iter().position(|t| t.id == id).unwrap()
+        })
+        .collect();
+    let (first, second) = (order[0], order[1]);
+    // The first fallback comes back with room for no hint at all.
+    cluster.handoff.max_hint_bytes = 1;
+    cluster.crash(first).await;
+    cluster.restart(first).await;
+    cluster.handoff.max_hint_bytes = 1 << 30;
+
+    cluster.crash(2).await;
+    cluster
+        .node(0)
+        .put(PutRequest::new(key.clone(), "elsewhere").with_w(3))
+        .await
+        .expect("the second fallback takes the hint");
+    let hints = |i: usize| cluster.node(i).read_hints(Bytes::from(key.clone()));
+    assert!(
+        hints(first).await.unwrap().is_empty(),
+        "the full fallback kept nothing"
+    );
+    assert_eq!(hints(second).await.unwrap().len(), 1);
+}

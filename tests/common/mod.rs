@@ -79,6 +79,39 @@ pub fn client_run(addr: &str, args: &[&str], stdin: &[u8]) -> (bool, serde_json:
     (output.status.success(), json)
 }
 
+/// [`client_run`] for a command that may wait (`--wait`): killed, and the test failed,
+/// when it has not finished within `timeout`.
+pub fn client_run_within(
+    addr: &str,
+    args: &[&str],
+    timeout: Duration,
+) -> (bool, serde_json::Value) {
+    let mut child = Command::new(binary("dotkv"))
+        .args(["--node", addr, "--json", "--timeout", "5000"])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run dotkv");
+    let deadline = Instant::now() + timeout;
+    while child.try_wait().expect("try_wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("dotkv {args:?} did not finish within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let output = child.wait_with_output().expect("wait for dotkv");
+    let json = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "dotkv {args:?} printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&output.stdout)
+        )
+    });
+    (output.status.success(), json)
+}
+
 /// Polls `check` every 200 ms until it holds or `timeout` passes; returns whether it held.
 pub fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;

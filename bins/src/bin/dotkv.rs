@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 use dotkv_bins::admin;
 use dotkv_bins::bench::{self, BenchOptions};
 use dotkv_replication::{GetRequest, PutRequest};
-use dotkv_rpc::{Client, RpcError};
+use dotkv_rpc::{Client, FailoverClient, RpcError};
 use serde_json::json;
 
 /// The dotkv client: read and write keys, inspect the cluster, generate load.
@@ -18,12 +18,14 @@ use serde_json::json;
 #[derive(Debug, Parser)]
 #[command(version, about, long_about)]
 struct Cli {
-    /// The node to talk to.
+    /// The node to talk to; with several, comma separated, a request goes to the next when
+    /// one does not answer. `join`, `leave` and `remove` go to the first.
     #[arg(
         long,
         global = true,
         env = "DOTKV_NODE",
-        default_value = "127.0.0.1:7001"
+        default_value = "127.0.0.1:7001",
+        value_name = "ADDR[,ADDR...]"
     )]
     node: String,
     /// Print machine-readable JSON instead of text.
@@ -233,8 +235,12 @@ fn to_json(value: &impl serde::Serialize) -> String {
 
 async fn run(cli: &Cli) -> CliResult {
     let timeout = Duration::from_millis(cli.timeout);
+    let nodes = dotkv_bins::config::split_list(&cli.node);
+    let Some(first) = nodes.first() else {
+        return Err(("--node names no address".into(), "invalid_argument"));
+    };
     if let Command::Bench(options) = &cli.command {
-        let report = bench::run(options.clone(), &cli.node, timeout, cli.json)
+        let report = bench::run(options.clone(), first, timeout, cli.json)
             .await
             .map_err(|e| (format!("{e:#}"), "unavailable"))?;
         print_out(&if cli.json {
@@ -244,26 +250,29 @@ async fn run(cli: &Cli) -> CliResult {
         });
         return Ok(());
     }
-    let client = Client::connect(&cli.node, timeout)
-        .await
-        .map_err(rpc_error)?;
-    if let Some((change, wait)) = match &cli.command {
-        Command::Join { seed, wait } => {
-            client.join(seed).await.map_err(rpc_error)?;
-            Some((admin::Change::Join, *wait))
-        }
-        Command::Leave { wait } => {
-            client.leave().await.map_err(rpc_error)?;
-            Some((admin::Change::Leave, *wait))
-        }
-        Command::Remove { id, wait } => {
-            client.remove(id).await.map_err(rpc_error)?;
-            Some((admin::Change::Remove(id.clone()), *wait))
-        }
-        _ => None,
-    } {
+    let membership = matches!(
+        cli.command,
+        Command::Join { .. } | Command::Leave { .. } | Command::Remove { .. }
+    );
+    if membership {
+        let client = Client::connect(first, timeout).await.map_err(rpc_error)?;
+        let (change, wait) = match &cli.command {
+            Command::Join { seed, wait } => {
+                client.join(seed).await.map_err(rpc_error)?;
+                (admin::Change::Join, *wait)
+            }
+            Command::Leave { wait } => {
+                client.leave().await.map_err(rpc_error)?;
+                (admin::Change::Leave, *wait)
+            }
+            Command::Remove { id, wait } => {
+                client.remove(id).await.map_err(rpc_error)?;
+                (admin::Change::Remove(id.clone()), *wait)
+            }
+            _ => unreachable!("matched above"),
+        };
         if wait {
-            admin::wait(&cli.node, timeout, change, cli.json)
+            admin::wait(first, timeout, change, cli.json)
                 .await
                 .map_err(|e| (format!("{e:#}"), "unavailable"))?;
         }
@@ -279,12 +288,19 @@ async fn run(cli: &Cli) -> CliResult {
         });
         return Ok(());
     }
+    let client = FailoverClient::new(&nodes, timeout).map_err(rpc_error)?;
     let text = match &cli.command {
         Command::Get { key, r, pr } => {
             let mut request = GetRequest::new(key.clone().into_bytes());
             request.r = r.map(|r| r as usize);
             request.pr = pr.map(|pr| pr as usize);
-            let reply = client.get_with(request).await.map_err(rpc_error)?;
+            let reply = client
+                .call(|c| {
+                    let request = request.clone();
+                    async move { c.get_with(request).await }
+                })
+                .await
+                .map_err(rpc_error)?;
             let values = printable_all(&reply.values);
             if cli.json {
                 to_json(&json!({ "key": key, "values": values, "context": reply.context }))
@@ -315,7 +331,13 @@ async fn run(cli: &Cli) -> CliResult {
             request.context.clone_from(context);
             request.w = w.map(|w| w as usize);
             request.pw = pw.map(|pw| pw as usize);
-            let reply = client.put_with(request).await.map_err(rpc_error)?;
+            let reply = client
+                .call(|c| {
+                    let request = request.clone();
+                    async move { c.put_with(request).await }
+                })
+                .await
+                .map_err(rpc_error)?;
             written(cli.json, key, &reply.context)
         }
         Command::Delete {
@@ -328,12 +350,21 @@ async fn run(cli: &Cli) -> CliResult {
             request.context.clone_from(context);
             request.w = w.map(|w| w as usize);
             request.pw = pw.map(|pw| pw as usize);
-            let reply = client.put_with(request).await.map_err(rpc_error)?;
+            let reply = client
+                .call(|c| {
+                    let request = request.clone();
+                    async move { c.put_with(request).await }
+                })
+                .await
+                .map_err(rpc_error)?;
             written(cli.json, key, &reply.context)
         }
         Command::Replicas { key } => {
             let reply = client
-                .replicas(key.clone().into_bytes())
+                .call(|c| {
+                    let key = key.clone().into_bytes();
+                    async move { c.replicas(key).await }
+                })
                 .await
                 .map_err(rpc_error)?;
             if cli.json {
@@ -363,7 +394,10 @@ async fn run(cli: &Cli) -> CliResult {
             }
         }
         Command::Status => {
-            let status = client.status().await.map_err(rpc_error)?;
+            let status = client
+                .call(|c| async move { c.status().await })
+                .await
+                .map_err(rpc_error)?;
             if cli.json {
                 to_json(&status)
             } else {
@@ -401,7 +435,10 @@ async fn run(cli: &Cli) -> CliResult {
             }
         }
         Command::Ring => {
-            let ring = client.ring().await.map_err(rpc_error)?;
+            let ring = client
+                .call(|c| async move { c.ring().await })
+                .await
+                .map_err(rpc_error)?;
             if cli.json {
                 let mut value = serde_json::to_value(&ring).expect("plain data encodes");
                 // The pending fields only while a transition runs.

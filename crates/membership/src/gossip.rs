@@ -113,6 +113,9 @@ pub struct Gossiper {
     config: MembershipConfig,
     state: ClusterState,
     detectors: BTreeMap<String, PhiAccrualDetector>,
+    /// Peers whose connection was refused since they were last heard from: down at once,
+    /// whatever the detector says, until any sign of life.
+    refused: std::collections::BTreeSet<String>,
     /// Addresses to contact while no peer is known (or none is alive), and now and then.
     seeds: Vec<String>,
     /// Seeds this node has not exchanged with yet: contacted first, so that every node's
@@ -158,6 +161,7 @@ impl Gossiper {
             config,
             state,
             detectors: BTreeMap::new(),
+            refused: Default::default(),
             unmet_seeds: seeds.clone(),
             seeds,
             params,
@@ -225,10 +229,19 @@ impl Gossiper {
     /// Whether this node's detector convicts `id` at `now` (never itself).
     pub fn is_down(&self, id: &str, now: Duration) -> bool {
         id != self.me
-            && self
-                .detectors
-                .get(id)
-                .is_some_and(|d| d.is_down(now, self.config.phi_convict_threshold))
+            && (self.refused.contains(id)
+                || self
+                    .detectors
+                    .get(id)
+                    .is_some_and(|d| d.is_down(now, self.config.phi_convict_threshold)))
+    }
+
+    /// A connection to `id` was refused (an RPC, not gossip): it counts as down until it
+    /// is heard from again.
+    pub fn refused(&mut self, id: &str) {
+        if id != self.me {
+            self.refused.insert(id.to_owned());
+        }
     }
 
     /// Every member with its liveness.
@@ -246,6 +259,7 @@ impl Gossiper {
     /// Any sign of life from `id` (a reply, a message).
     pub fn heard_from(&mut self, id: &str, now: Duration) {
         if id != self.me {
+            self.refused.remove(id);
             let config = &self.config;
             self.detectors
                 .entry(id.to_owned())

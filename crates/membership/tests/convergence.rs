@@ -518,3 +518,21 @@ fn a_removed_member_is_left_everywhere_and_accepts_it_when_it_returns() {
     back.handle_ack(ack, sim.now);
     assert_eq!(back.own_status(), NodeStatus::Left);
 }
+
+#[test]
+fn a_refused_connection_is_down_until_the_peer_is_heard_from() {
+    let mut sim = Sim::new(3, 0, 21);
+    sim.rounds_to_converge(100).expect("converges");
+    let now = sim.now;
+    let g = sim.nodes.get_mut("addr-0").unwrap();
+    assert!(!g.is_down("n1", now));
+    g.refused("n1");
+    assert!(
+        g.is_down("n1", now),
+        "a refused connection convicts at once"
+    );
+    g.heard_from("n1", now);
+    assert!(!g.is_down("n1", now), "an answer clears it");
+    g.refused("n0");
+    assert!(!g.is_down("n0", now), "a node never suspects itself");
+}

@@ -266,6 +266,11 @@ impl Cluster {
         self.with(|g| g.state().iter().map(|(id, _)| id.clone()).collect())
     }
 
+    /// Member `id` refused a connection: it counts as down until it is heard from again.
+    pub fn refused(&self, id: &str) {
+        self.with(|g| g.refused(id));
+    }
+
     /// A sign of life from member `id` outside gossip (it answered a replica call).
     pub fn heard_from(&self, id: &str) {
         let now = self.now();

@@ -213,6 +213,9 @@ impl Node {
                     }
                 }
                 Err(error) => {
+                    if matches!(error, Error::Unavailable(_)) && Some(node) != routing.me {
+                        self.0.cluster.refused(routing.id(node));
+                    }
                     quorum.failure(format!("{}: {error}", routing.id(node)));
                     if let (true, Some(primaries)) = (primary, &mut primaries) {
                         primaries.failure(format!("{}: {error}", routing.id(node)));
@@ -438,6 +441,7 @@ impl Node {
                 Ok(reply) => return Ok(reply),
                 // Nothing reached it: the next owner can coordinate instead.
                 Err(error @ TransportError::Unreachable { .. }) => {
+                    self.0.cluster.refused(routing.id(node));
                     tracing::debug!(%error, "forward failed; trying the next owner");
                     errors.push(error.to_string());
                 }
@@ -470,6 +474,9 @@ impl Node {
             routing.ring.replicas(),
             routing.pending.as_ref().map(|p| p.ring.replicas()),
         );
+        for owner in &targets.skipped {
+            quorums.skip_primary(format!("{}: down", routing.id(*owner)));
+        }
         // The coordinator's own replica counts in every ring that has it, as a primary.
         quorums.record(
             Counts {
@@ -758,9 +765,11 @@ impl WriteRound<'_> {
     fn count(&mut self, i: usize, result: std::result::Result<(), TransportError>) -> Progress {
         let cluster = &self.node.0.cluster;
         let failed = result.is_err();
-        if !failed {
-            if let Some(id) = self.targets.id(self.routing, i) {
-                cluster.heard_from(id);
+        if let Some(id) = self.targets.id(self.routing, i) {
+            match &result {
+                Ok(()) => cluster.heard_from(id),
+                Err(TransportError::Unreachable { .. }) => cluster.refused(id),
+                Err(_) => {}
             }
         }
         let progress = self
@@ -836,6 +845,8 @@ struct WriteTargets {
     me_in_pending: bool,
     /// The partition's fallbacks not tried yet, in the ring's order.
     fallbacks: std::collections::VecDeque<NodeIndex>,
+    /// Owners not asked because the failure detector convicts them.
+    skipped: Vec<NodeIndex>,
 }
 
 impl WriteTargets {
@@ -844,6 +855,7 @@ impl WriteTargets {
             peers: Vec::new(),
             me_in_pending: false,
             fallbacks: routing.ring.fallbacks(partition).iter().copied().collect(),
+            skipped: Vec::new(),
         };
         for &node in routing.ring.preference_list(partition) {
             if Some(node) == routing.me {
@@ -886,6 +898,7 @@ impl WriteTargets {
                 if let Some(fallback) = targets.next_fallback(routing, &is_down) {
                     let owner = targets.peers[i].current.expect("checked above");
                     targets.peers[i] = Self::fallback(routing, fallback, owner);
+                    targets.skipped.push(owner);
                 }
             }
         }

@@ -144,21 +144,26 @@ impl WriteQuorums {
         progress
     }
 
-    /// The error of the quorum that failed (or of the current one).
+    /// The error of a quorum that was not reached (the primaries', the incoming owners',
+    /// else the current one's).
     pub(crate) fn into_error(self) -> Error {
-        let failed =
-            |q: &Option<Quorum>| q.as_ref().is_some_and(|q| q.progress() == Progress::Failed);
-        if failed(&self.primaries) {
-            return self
-                .primaries
-                .expect("checked above")
-                .into_error("acknowledgements from primaries (pw)");
-        }
-        match self.pending {
-            Some(pending) if pending.progress() == Progress::Failed => {
+        let missed = |q: &Quorum| q.progress() != Progress::Reached;
+        match (self.primaries, self.pending) {
+            (Some(primaries), _) if missed(&primaries) => {
+                primaries.into_error("acknowledgements from primaries (pw)")
+            }
+            (_, Some(pending)) if missed(&pending) => {
                 pending.into_error("acknowledgements among the incoming owners")
             }
             _ => self.current.into_error("acknowledgements"),
+        }
+    }
+
+    /// An owner that was not asked (convicted by the failure detector): it cannot count
+    /// as a primary.
+    pub(crate) fn skip_primary(&mut self, error: String) {
+        if let Some(primaries) = &mut self.primaries {
+            primaries.failure(error);
         }
     }
 }

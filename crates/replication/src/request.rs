@@ -21,6 +21,11 @@ pub struct PutRequest {
     /// Set by a node that forwards the request to a preference-list node, so that the
     /// receiver coordinates it instead of forwarding again.
     pub forwarded: bool,
+    /// What is left of the client's deadline, in milliseconds, when the node that received
+    /// the request forwards it: the forwarded call waits that long (not a peer call's
+    /// deadline), so a slow replica cannot make the forwarder give up on a coordinator
+    /// that succeeds. Set by the RPC layer.
+    pub deadline_ms: Option<u64>,
 }
 
 impl PutRequest {
@@ -33,6 +38,7 @@ impl PutRequest {
             w: None,
             pw: None,
             forwarded: false,
+            deadline_ms: None,
         }
     }
 
@@ -45,6 +51,7 @@ impl PutRequest {
             w: None,
             pw: None,
             forwarded: false,
+            deadline_ms: None,
         }
     }
 

@@ -217,6 +217,15 @@ impl Client {
 
     /// A write or delete with the request's options.
     pub async fn put_with(&self, request: PutRequest) -> Result<PutReply, RpcError> {
+        self.put_within(request, self.timeout).await
+    }
+
+    /// [`put_with`](Self::put_with) with `timeout` as this call's deadline.
+    pub async fn put_within(
+        &self,
+        request: PutRequest,
+        timeout: Duration,
+    ) -> Result<PutReply, RpcError> {
         let size = request.key.len() + request.value.as_ref().map_or(0, |v| v.len());
         // The envelope (context, options, tarpc's framing) fits in a few KiB.
         if size + ENVELOPE_BYTES > self.max_frame_bytes {
@@ -225,7 +234,15 @@ impl Client {
                 self.max_frame_bytes
             )));
         }
-        self.call(self.inner.put(self.context(), request)).await
+        let mut context = tarpc::context::current();
+        context.deadline = Instant::now() + timeout;
+        match self.inner.put(context, request).await {
+            Err(TarpcError::DeadlineExceeded) => Err(RpcError::Timeout {
+                addr: self.addr.clone(),
+                timeout_ms: millis(timeout),
+            }),
+            result => self.call(async { result }).await,
+        }
     }
 
     /// What each replica of `key` holds now (no repair).
@@ -519,9 +536,13 @@ impl Transport for TarpcTransport {
     ) -> Result<PutReply, TransportError> {
         // Not retried: a write coordinated twice would be two siblings. The forwarding
         // node tries the next owner instead.
+        // The client's remaining deadline, less a margin for the answer to travel back.
+        let timeout = request.deadline_ms.map_or(self.timeout, |left| {
+            Duration::from_millis(left.saturating_sub(50).max(100))
+        });
         self.call(addr, false, |client| {
             let request = request.clone();
-            async move { client.put_with(request).await }
+            async move { client.put_within(request, timeout).await }
         })
         .await
     }
@@ -592,5 +613,108 @@ impl Transport for TarpcTransport {
             async move { client.read_hints(key).await }
         })
         .await
+    }
+}
+
+/// A client of several nodes: calls go to one, and move to the next when it does not
+/// answer (refused, reset, or no connection within the deadline). What the CLI's
+/// `--node a,b,c` uses.
+///
+/// Only calls that did not reach a node are retried elsewhere; a call that timed out may
+/// have been applied, so its error is returned (a retried write without a context would
+/// add a sibling).
+///
+/// ```no_run
+/// # async fn example() -> Result<(), dotkv_rpc::RpcError> {
+/// use std::time::Duration;
+/// let nodes = ["127.0.0.1:7001".to_owned(), "127.0.0.1:7002".to_owned()];
+/// let client = dotkv_rpc::FailoverClient::new(&nodes, Duration::from_secs(5))?;
+/// let read = client.call(|c| async move { c.get("greeting").await }).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct FailoverClient {
+    addrs: Vec<String>,
+    timeout: Duration,
+    /// The node answering now, by index into `addrs`, and its connection. A std mutex:
+    /// held to read or replace it.
+    current: Mutex<Option<(usize, Client)>>,
+}
+
+impl FailoverClient {
+    /// A client of `addrs`, tried in order; every call gets `timeout` as its deadline.
+    ///
+    /// # Errors
+    ///
+    /// [`RpcError::InvalidArgument`] for an empty list.
+    pub fn new(addrs: &[String], timeout: Duration) -> Result<Self, RpcError> {
+        if addrs.is_empty() {
+            return Err(RpcError::InvalidArgument("no node address given".into()));
+        }
+        Ok(Self {
+            addrs: addrs.to_vec(),
+            timeout,
+            current: Mutex::new(None),
+        })
+    }
+
+    /// The address of the node answering now (the first one before any call).
+    pub fn addr(&self) -> String {
+        let current = self.current.lock().expect("failover state poisoned");
+        let at = current.as_ref().map_or(0, |(at, _)| *at);
+        self.addrs[at].clone()
+    }
+
+    /// Runs `call` on the node answering now; when it cannot be reached, on the next
+    /// nodes in turn.
+    ///
+    /// # Errors
+    ///
+    /// The call's error, or the last node's when none could be reached.
+    pub async fn call<T, F, Fut>(&self, call: F) -> Result<T, RpcError>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: Future<Output = Result<T, RpcError>>,
+    {
+        let start = self
+            .current
+            .lock()
+            .expect("failover state poisoned")
+            .as_ref()
+            .map_or(0, |(at, _)| *at);
+        let mut last = None;
+        for step in 0..self.addrs.len() {
+            let at = (start + step) % self.addrs.len();
+            let cached = self
+                .current
+                .lock()
+                .expect("failover state poisoned")
+                .as_ref()
+                .filter(|(i, _)| *i == at)
+                .map(|(_, client)| client.clone());
+            let client = match cached {
+                Some(client) => client,
+                None => match Client::connect(&self.addrs[at], self.timeout).await {
+                    Ok(client) => client,
+                    Err(error) => {
+                        tracing::debug!(%error, "node unreachable; trying the next");
+                        last = Some(error);
+                        continue;
+                    }
+                },
+            };
+            match call(client.clone()).await {
+                Err(error @ RpcError::Unavailable { .. }) => {
+                    tracing::debug!(%error, "node unreachable; trying the next");
+                    *self.current.lock().expect("failover state poisoned") = None;
+                    last = Some(error);
+                }
+                result => {
+                    *self.current.lock().expect("failover state poisoned") = Some((at, client));
+                    return result;
+                }
+            }
+        }
+        Err(last.expect("at least one address was tried"))
     }
 }

@@ -18,7 +18,7 @@ mod config;
 mod server;
 mod service;
 
-pub use client::{Client, RpcError, TarpcTransport};
+pub use client::{Client, FailoverClient, RpcError, TarpcTransport};
 pub use config::RpcConfig;
 pub use server::serve;
 pub use service::{

@@ -34,7 +34,12 @@ impl NodeService for NodeServer {
         self.node.get(request).await
     }
 
-    async fn put(self, _: Context, request: PutRequest) -> Result<PutReply, Error> {
+    async fn put(self, context: Context, mut request: PutRequest) -> Result<PutReply, Error> {
+        let left = context
+            .deadline
+            .checked_duration_since(std::time::Instant::now())
+            .unwrap_or_default();
+        request.deadline_ms = Some(u64::try_from(left.as_millis()).unwrap_or(u64::MAX));
         self.node.put(request).await
     }
 
@@ -121,7 +126,8 @@ impl NodeService for NodeServer {
                     .and_then(|r| r.index_of(&m.id))
                     .map_or(0, |i| loads[usize::from(i)]);
                 NodeView {
-                    status: if m.down {
+                    // A member that left is gone by design, not down.
+                    status: if m.down && m.state.status != dotkv_membership::NodeStatus::Left {
                         "down".into()
                     } else {
                         m.state.status.to_string()
