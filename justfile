@@ -219,6 +219,63 @@ bench-join keys="100000" seconds="20":
           f"({moved_keys / ideal:.2f} x the ideal {ideal:.0f}), {moved_bytes / 2**20:.1f} MiB")
     PY
 
+# Sloppy quorum: 5 release nodes on 127.0.0.1:7501-7505 (LMDB, storage.sync = true, N=3 R=2
+# W=2); `dotkv bench -w w` (10 000 keys of 1 KiB, 64 in flight) with all 5 up, then with n4 and
+# n5 killed (-9); then n4 and n5 restart and the time until every hint is delivered is printed.
+bench-sloppy seconds="20":
+    #!/usr/bin/env bash
+    set -euo pipefail
+    cargo build --release -p dotkv-bins
+    mkdir -p target/bench
+    data=$(mktemp -d target/bench/sloppy.XXXXXX)
+    declare -A pids
+    cleanup() {
+        for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+        for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+        rm -rf "$data"
+    }
+    trap cleanup EXIT
+    start() {
+        local i=$1; shift
+        target/release/dotkv-server --profile default --node-id "s$i" --listen "127.0.0.1:750$i" \
+            --data-dir "$data/s$i" "$@" >> "target/bench/sloppy-s$i.log" 2>&1 &
+        pids[$i]=$!
+    }
+    hints() {
+        local total=0
+        for i in "$@"; do
+            n=$(target/release/dotkv --node "127.0.0.1:750$i" --json status 2>/dev/null \
+                | python3 -c 'import json,sys; print(sum(h["keys"] for h in json.load(sys.stdin)["hints"]))') || n=0
+            total=$((total + n))
+        done
+        echo "$total"
+    }
+    rm -f target/bench/sloppy-s*.log
+    start 1
+    for i in 2 3 4 5; do start $i --seeds 127.0.0.1:7501; done
+    for attempt in $(seq 1 200); do
+        up=$(target/release/dotkv --node 127.0.0.1:7501 --json status 2>/dev/null \
+            | python3 -c 'import json,sys; s=json.load(sys.stdin); r=s.get("ring"); print(sum(n["status"]=="up" for n in s["nodes"]) if r and not r["pending"] else 0)') || up=0
+        [ "$up" -eq 5 ] && break
+        sleep 0.3
+    done
+    echo "cluster: 5 nodes, LMDB, storage.sync = true, N=3 R=2 W=2; $(nproc) cores"
+    all=127.0.0.1:7501,127.0.0.1:7502,127.0.0.1:7503,127.0.0.1:7504,127.0.0.1:7505
+    live=127.0.0.1:7501,127.0.0.1:7502,127.0.0.1:7503
+    target/release/dotkv --json bench --nodes "$all" --workload w --keys 10000 --value-size 1024 \
+        --concurrency 64 --duration {{seconds}} > target/bench/sloppy-healthy.json
+    echo -n "5 up:     "; python3 benches/summarize.py target/bench/sloppy-healthy.json
+    kill -9 "${pids[4]}" "${pids[5]}"; wait "${pids[4]}" "${pids[5]}" 2>/dev/null || true
+    target/release/dotkv --json bench --nodes "$live" --workload w --keys 10000 --value-size 1024 \
+        --concurrency 64 --duration {{seconds}} > target/bench/sloppy-two-down.json
+    echo -n "2 killed: "; python3 benches/summarize.py target/bench/sloppy-two-down.json
+    held=$(hints 1 2 3)
+    began=$(date +%s.%N)
+    start 4; start 5
+    while [ "$(hints 1 2 3 4 5)" -gt 0 ]; do sleep 0.2; done
+    ended=$(date +%s.%N)
+    python3 -c 'import sys; print(f"hints: {sys.argv[1]} hinted keys delivered {float(sys.argv[3]) - float(sys.argv[2]):.1f} s after n4 and n5 were restarted")' "$held" "$began" "$ended"
+
 # API docs for the workspace.
 doc:
     cargo doc --workspace --no-deps

@@ -194,6 +194,36 @@ fn writes_survive_two_killed_nodes_and_hints_reach_them_even_after_a_fallback_is
         placed(&client, &runtime, &all),
         "a key is not on its 3 owners"
     );
+
+    // A forwarded write waits for the client's deadline, not a peer call's: with an owner
+    // stopped (SIGSTOP), the coordinator needs the 2 s peer deadline before a fallback
+    // takes its place; the node that forwarded the write keeps waiting and succeeds.
+    let key = "forwarded";
+    let view = client_json(&nodes[0].addr, &["replicas", key]);
+    let owners: Vec<&str> = view["replicas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["role"] == "primary")
+        .filter_map(|r| r["node"].as_str())
+        .collect();
+    let outsider = nodes
+        .iter()
+        .find(|n| !owners.contains(&n.id.as_str()))
+        .unwrap();
+    let stopped = nodes.iter().find(|n| n.id == owners[1]).unwrap();
+    stopped.server.as_ref().unwrap().signal("STOP");
+    let output = std::process::Command::new(common::binary("dotkv"))
+        .args(["--node", &outsider.addr, "--json", "--timeout", "8000"])
+        .args(["put", key, "v", "--w", "3"])
+        .output()
+        .expect("run dotkv");
+    stopped.server.as_ref().unwrap().signal("CONT");
+    assert!(
+        output.status.success(),
+        "the forwarded W = 3 write failed: {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
     for node in &mut nodes {
         if let Some(mut server) = node.server.take() {
             server.stop(WAIT);

@@ -23,6 +23,7 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 use dotkv_membership::NodeStatus;
 use dotkv_storage::{HintKey, Keyspace, ScanRange, StorageExt, Update, UpdateFn, keys};
+use futures::StreamExt;
 
 use crate::node::tx_error;
 use crate::object::merge_into;
@@ -30,6 +31,8 @@ use crate::{Error, Node, Result, Routing, Value, decode_object};
 
 /// Hints delivered per page.
 const HINT_PAGE: usize = 256;
+/// Hints of a page delivered at once.
+const HINT_CONCURRENCY: usize = 64;
 
 impl Node {
     /// A coordinator's write meant for `target`, which it could not reach: merged into
@@ -226,41 +229,57 @@ impl Node {
             after = Some(last.clone());
             let bytes: usize = page.iter().map(|(h, v)| h.key.len() + v.len()).sum();
             self.throttle(bytes).await;
-            for (hint, object) in page {
+            // Hints of a page go out concurrently, so that the owners' writes and this
+            // node's deletes share group commits instead of costing an fsync each.
+            let deliveries = page.into_iter().map(|(hint, object)| async move {
                 let object = Bytes::from(object);
-                let key = Bytes::from(hint.key.clone());
-                let owners: Vec<(String, Arc<str>)> = routing
-                    .ring
-                    .preference_list(hint.partition)
-                    .iter()
-                    .map(|&n| (routing.id(n).to_owned(), routing.shared_addr(n)))
-                    .collect();
-                let still_owner = owners.iter().any(|(id, _)| id == target);
-                // An owner that is back and still owns the key takes its hint; otherwise
-                // every current owner does, so that the hint is never dropped.
-                let receivers: Vec<(String, Arc<str>)> = if still_owner && !gone {
-                    owners.into_iter().filter(|(id, _)| id == target).collect()
-                } else {
-                    owners
-                };
-                for (id, addr) in &receivers {
-                    if Some(id.as_str()) == routing.me.map(|me| routing.id(me)) {
-                        let incoming = decode_object(&object, "a hint")?;
-                        self.merge_local(hint.partition, &key, incoming, object.clone())
-                            .await?;
-                    } else {
-                        self.transport()
-                            .write_replica(addr, key.clone(), object.clone())
-                            .await
-                            .map_err(Error::from)?;
-                        self.cluster().heard_from(id);
-                    }
-                }
-                if self.delete_hint_if_unchanged(&hint, object).await? {
+                self.deliver_one(routing, target, gone, &hint, object.clone())
+                    .await?;
+                self.delete_hint_if_unchanged(&hint, object).await
+            });
+            let results: Vec<Result<bool>> = futures::stream::iter(deliveries)
+                .buffer_unordered(HINT_CONCURRENCY)
+                .collect()
+                .await;
+            for result in results {
+                if result? {
                     delivered += 1;
                 }
             }
         }
+    }
+
+    /// Delivers one hint: to its owner when that is back and still owns the key, else to
+    /// every current owner of the key, so that the hint is never dropped.
+    async fn deliver_one(
+        &self,
+        routing: &Routing,
+        target: &str,
+        gone: bool,
+        hint: &HintKey,
+        object: Bytes,
+    ) -> Result<()> {
+        let key = Bytes::from(hint.key.clone());
+        let owners = routing.ring.preference_list(hint.partition);
+        let still_owner = owners.iter().any(|&n| routing.id(n) == target);
+        for &owner in owners {
+            let id = routing.id(owner);
+            if still_owner && !gone && id != target {
+                continue;
+            }
+            if Some(owner) == routing.me {
+                let incoming = decode_object(&object, "a hint")?;
+                self.merge_local(hint.partition, &key, incoming, object.clone())
+                    .await?;
+            } else {
+                self.transport()
+                    .write_replica(routing.addr(owner), key.clone(), object.clone())
+                    .await
+                    .map_err(Error::from)?;
+                self.cluster().heard_from(id);
+            }
+        }
+        Ok(())
     }
 
     /// Deletes a delivered hint if it still holds exactly what was delivered.

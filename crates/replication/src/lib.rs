@@ -8,9 +8,10 @@
 //! (concurrent writes come back as siblings) and read repair; and ownership handoff
 //! (`handoff`, [`Node::run_handoff`]): when a transition is pending, each incoming owner
 //! pulls its partitions in resumable pages, writes go to the owners of both rings (W of
-//! each), and old owners offer what they no longer own before deleting it. Sloppy quorum
-//! with hinted handoff and anti-entropy come next; the coordinator's replica calls are
-//! where fallbacks slot in.
+//! each), and old owners offer what they no longer own before deleting it; and sloppy
+//! quorum with hinted handoff (`hints`): an owner that is convicted or refuses a call is
+//! replaced by the next healthy fallback, which keeps a hint and delivers it when the owner
+//! is back. Anti-entropy comes next.
 //!
 //! ```text
 //!  dotkv-rpc (tarpc) --implements--> Transport <--calls-- Node (coordinator, replica)

@@ -5,10 +5,16 @@
 //!  put  --> not in the preference list? forward to the first reachable one that is
 //!       --> coordinator: DVVS update with its own replica id, under the storage's
 //!           read-modify-write (one group commit)
-//!       --> the object to the other N-1 replicas (each merges with `sync`)
-//!       --> answer after W acknowledgements, its own included; the rest complete behind
-//!  get  --> read the N replicas, answer after R replies with their merge
-//!       --> behind the answer: wait for the rest, write the merge to replicas that
+//!       --> the object to the other N-1 replicas (each merges with `sync`); an owner
+//!           the failure detector convicts, or whose call fails, is replaced by the next
+//!           healthy fallback of the ring, which keeps the object as a hint (§4.6)
+//!       --> during a transition, also to the pending ring's owners
+//!       --> answer after W acknowledgements, its own and fallbacks' included (W of the
+//!           pending owners too; PW of them from owners, when asked); the rest complete
+//!           behind
+//!  get  --> read the N replicas (a fallback's hints in place of a convicted or failing
+//!           owner), answer after R replies (PR from owners, when asked) with their merge
+//!       --> behind the answer: wait for the rest, write the merge to owners that
 //!           answered stale or missing (read repair)
 //! ```
 
