@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::harness::TestCluster;
+use common::harness::{TestCluster, eventually};
 use dotkv_membership::NodeStatus;
 use dotkv_replication::{GetRequest, Node, PutRequest, Value};
 
@@ -157,21 +157,6 @@ async fn wait_placed(cluster: &TestCluster, written: &Written) {
         errors.len(),
         &errors[..errors.len().min(5)]
     );
-}
-
-/// Polls `check` every 25 ms for up to `seconds`; returns whether it held.
-async fn eventually<F, Fut>(seconds: u64, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    for _ in 0..seconds * 40 {
-        if check().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    false
 }
 
 fn union(a: &Written, b: &Written) -> Written {

@@ -6,26 +6,9 @@
 
 mod common;
 
-use std::time::Duration;
-
 use bytes::Bytes;
-use common::harness::TestCluster;
+use common::harness::{TestCluster, eventually};
 use dotkv_replication::{GetRequest, PutRequest, Value};
-
-/// Polls `check` every 25 ms for up to `seconds`; returns whether it held.
-async fn eventually<F, Fut>(seconds: u64, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    for _ in 0..seconds * 40 {
-        if check().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    false
-}
 
 /// A key whose owners are exactly `owners` (0-based node indices, any order).
 fn key_owned_by(cluster: &TestCluster, owners: &[usize]) -> String {

@@ -315,3 +315,18 @@ impl Drop for TestCluster {
         self.network.clear();
     }
 }
+
+/// Polls `check` every 25 ms for up to `seconds`; returns whether it held.
+pub async fn eventually<F, Fut>(seconds: u64, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..seconds * 40 {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    false
+}

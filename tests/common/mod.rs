@@ -69,7 +69,11 @@ pub fn client_run(addr: &str, args: &[&str], stdin: &[u8]) -> (bool, serde_json:
     // A refused argument may end the client before it reads stdin: ignore a broken pipe.
     let _ = input.write_all(stdin);
     drop(input);
-    let output = child.wait_with_output().expect("wait for dotkv");
+    parsed(args, child.wait_with_output().expect("wait for dotkv"))
+}
+
+/// A finished `dotkv --json` run: whether it exited 0, and its output parsed.
+fn parsed(args: &[&str], output: std::process::Output) -> (bool, serde_json::Value) {
     let json = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
         panic!(
             "dotkv {args:?} printed no JSON ({e}): {}",
@@ -102,14 +106,7 @@ pub fn client_run_within(
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let output = child.wait_with_output().expect("wait for dotkv");
-    let json = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
-        panic!(
-            "dotkv {args:?} printed no JSON ({e}): {}",
-            String::from_utf8_lossy(&output.stdout)
-        )
-    });
-    (output.status.success(), json)
+    parsed(args, child.wait_with_output().expect("wait for dotkv"))
 }
 
 /// Polls `check` every 200 ms until it holds or `timeout` passes; returns whether it held.
