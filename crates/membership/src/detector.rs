@@ -68,6 +68,18 @@ impl PhiAccrualDetector {
         self.last = Some(now);
     }
 
+    /// A sign of life at `now` that is not a gossip heartbeat (an answered RPC): recorded
+    /// only when the last one is at least `min_gap` old, so that a busy peer's thousands
+    /// of answers a second do not shrink the intervals the detector expects.
+    pub fn heartbeat_at_most_every(&mut self, now: Duration, min_gap: Duration) {
+        if self
+            .last
+            .is_none_or(|last| now.saturating_sub(last) >= min_gap)
+        {
+            self.heartbeat(now);
+        }
+    }
+
     /// The suspicion level at `now`: 0 right after a heartbeat, growing with the silence.
     pub fn phi(&self, now: Duration) -> f64 {
         let Some(last) = self.last else { return 0.0 };
@@ -138,6 +150,17 @@ mod tests {
         now += convicted_after + 100;
         detector.heartbeat(ms(now));
         assert!(!detector.is_down(ms(now + interval / 2), threshold));
+    }
+
+    #[test]
+    fn answers_in_a_burst_count_as_one_heartbeat() {
+        let config = MembershipConfig::default();
+        let mut d = PhiAccrualDetector::new(&config, ms(0));
+        let before = d.intervals.len();
+        for t in 0..100 {
+            d.heartbeat_at_most_every(ms(1000 + t), ms(250));
+        }
+        assert_eq!(d.intervals.len(), before + 1, "one interval for the burst");
     }
 
     #[test]

@@ -268,6 +268,21 @@ impl Gossiper {
         }
     }
 
+    /// `id` answered a call that is not gossip (a replica call): it is not suspected any
+    /// more, and it counts as a heartbeat at most every half gossip interval.
+    pub fn answered(&mut self, id: &str, now: Duration) {
+        if id == self.me {
+            return;
+        }
+        self.refused.remove(id);
+        let config = &self.config;
+        let min_gap = Duration::from_millis(config.gossip_interval_ms / 2);
+        self.detectors
+            .entry(id.to_owned())
+            .or_insert_with(|| PhiAccrualDetector::new(config, now))
+            .heartbeat_at_most_every(now, min_gap);
+    }
+
     /// Starts a round at `now`: bumps this node's heartbeat and picks whom to gossip with.
     /// Returns the peer's address and the request, or `None` with nobody to talk to.
     pub fn tick(&mut self, now: Duration) -> Option<(String, GossipRequest)> {

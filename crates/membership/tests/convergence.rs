@@ -531,7 +531,7 @@ fn a_refused_connection_is_down_until_the_peer_is_heard_from() {
         g.is_down("n1", now),
         "a refused connection convicts at once"
     );
-    g.heard_from("n1", now);
+    g.answered("n1", now);
     assert!(!g.is_down("n1", now), "an answer clears it");
     g.refused("n0");
     assert!(!g.is_down("n0", now), "a node never suspects itself");

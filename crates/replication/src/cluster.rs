@@ -274,7 +274,7 @@ impl Cluster {
     /// A sign of life from member `id` outside gossip (it answered a replica call).
     pub fn heard_from(&self, id: &str) {
         let now = self.now();
-        self.with(|g| g.heard_from(id, now));
+        self.with(|g| g.answered(id, now));
     }
 
     /// The member `id`'s entry, as this node knows it.
