@@ -83,7 +83,8 @@ add profile="default": build
         sleep 0.1
     done
     target/debug/dotkv --node "$addr" join 127.0.0.1:7001 --wait
-    target/debug/dotkv status
+    # The new node's own view: the others learn that it is up a gossip round later.
+    target/debug/dotkv --node "$addr" status
 
 # Make node n<N> of a `just cluster` leave: its partitions move to the others, then it exits.
 leave n: build
