@@ -32,11 +32,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use dotkv_membership::{NodeStatus, RingId};
-use dotkv_storage::{Keyspace, ScanRange, StorageExt, Update, UpdateFn, WriteBatch};
+use dotkv_storage::{Keyspace, ScanRange, StorageExt, WriteBatch};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
-use crate::node::tx_error;
 use crate::{Error, Node, Result, Routing, decode_object};
 
 /// Ownership handoff settings (`[handoff]`, `DOTKV_HANDOFF__*`).
@@ -617,7 +616,9 @@ impl Node {
             }
             // Concurrent deletes share the storage's group commit.
             let deletes = page.entries.into_iter().map(|(key, object)| async move {
-                self.delete_if_unchanged(partition, &key, object).await
+                let key = dotkv_storage::keys::object_key(partition, &key);
+                self.delete_if_unchanged(Keyspace::Objects, &key, object)
+                    .await
             });
             let deleted = futures::future::try_join_all(deletes)
                 .await?
@@ -638,25 +639,6 @@ impl Node {
             );
         }
         Ok(())
-    }
-
-    /// Deletes this node's replica of `key` if it is still exactly `object`.
-    async fn delete_if_unchanged(&self, partition: u32, key: &[u8], object: Bytes) -> Result<bool> {
-        let deleted = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let flag = Arc::clone(&deleted);
-        let update: UpdateFn = Box::new(move |current: Option<&[u8]>| {
-            Ok(if current == Some(&object[..]) {
-                flag.store(true, std::sync::atomic::Ordering::Relaxed);
-                Update::Delete
-            } else {
-                Update::Keep
-            })
-        });
-        self.store()
-            .update_object(partition, key, update)
-            .await
-            .map_err(tx_error)?;
-        Ok(deleted.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// Deletes the transfer cursors of transitions that are over.

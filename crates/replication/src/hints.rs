@@ -22,11 +22,9 @@ use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use dotkv_membership::NodeStatus;
-use dotkv_storage::{HintKey, Keyspace, ScanRange, StorageExt, Update, UpdateFn, keys};
+use dotkv_storage::{HintKey, Keyspace, ScanRange, StorageExt, keys};
 use futures::StreamExt;
 
-use crate::node::tx_error;
-use crate::object::merge_into;
 use crate::{Error, Node, Result, Routing, Value, decode_object};
 
 /// Hints delivered per page.
@@ -53,31 +51,9 @@ impl Node {
             partition,
             key: key.to_vec(),
         };
-        let added = Arc::new(std::sync::atomic::AtomicI64::new(0));
-        let delta = Arc::clone(&added);
-        let update: UpdateFn = Box::new(move |current: Option<&[u8]>| {
-            let Some(current) = current else {
-                delta.store(object.len() as i64, Ordering::Relaxed);
-                return Ok(Update::Put(Vec::from(object)));
-            };
-            let stored = decode_object(current, "a stored hint").map_err(crate::node::abort)?;
-            Ok(match merge_into(&stored, &incoming) {
-                None => Update::Keep,
-                Some(merged) => {
-                    let merged = crate::encode_object(&merged);
-                    delta.store(
-                        merged.len() as i64 - current.len() as i64,
-                        Ordering::Relaxed,
-                    );
-                    Update::Put(merged)
-                }
-            })
-        });
-        self.store()
-            .update(Keyspace::Hints, &hint.encode(), update)
-            .await
-            .map_err(tx_error)?;
-        let added = added.load(Ordering::Relaxed);
+        let added = self
+            .merge_stored(Keyspace::Hints, &hint.encode(), incoming, object)
+            .await?;
         let bytes = &self.handoff_state().hint_bytes;
         if added >= 0 {
             bytes.fetch_add(added as u64, Ordering::Relaxed);
@@ -284,22 +260,10 @@ impl Node {
 
     /// Deletes a delivered hint if it still holds exactly what was delivered.
     async fn delete_hint_if_unchanged(&self, hint: &HintKey, delivered: Bytes) -> Result<bool> {
-        let deleted = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let flag = Arc::clone(&deleted);
         let size = delivered.len() as u64;
-        let update: UpdateFn = Box::new(move |current: Option<&[u8]>| {
-            Ok(if current == Some(&delivered[..]) {
-                flag.store(true, Ordering::Relaxed);
-                Update::Delete
-            } else {
-                Update::Keep
-            })
-        });
-        self.store()
-            .update(Keyspace::Hints, &hint.encode(), update)
-            .await
-            .map_err(tx_error)?;
-        let deleted = deleted.load(Ordering::Relaxed);
+        let deleted = self
+            .delete_if_unchanged(Keyspace::Hints, &hint.encode(), delivered)
+            .await?;
         if deleted {
             let bytes = &self.handoff_state().hint_bytes;
             let _ = bytes.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {

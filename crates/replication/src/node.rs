@@ -18,11 +18,12 @@
 //!           answered stale or missing (read repair)
 //! ```
 
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use dotkv_ring::NodeIndex;
-use dotkv_storage::{BoxError, Storage, StorageExt, TxError, Update, UpdateFn};
+use dotkv_storage::{BoxError, Keyspace, Storage, StorageExt, TxError, Update, UpdateFn};
 use dotkv_versioning::{ContextToken, ReplicaId, VersionVector};
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
@@ -590,22 +591,74 @@ impl Node {
         incoming: Object,
         encoded: Bytes,
     ) -> Result<()> {
+        let key = dotkv_storage::keys::object_key(partition, key);
+        self.merge_stored(Keyspace::Objects, &key, incoming, encoded)
+            .await?;
+        Ok(())
+    }
+
+    /// Merges `incoming` into the object stored at `key` of `space` (a replica, or a
+    /// hint), in one read-modify-write; `encoded` is stored as is when there is none.
+    /// Returns how many bytes the stored object grew by (negative: shrank).
+    pub(crate) async fn merge_stored(
+        &self,
+        space: Keyspace,
+        key: &[u8],
+        incoming: Object,
+        encoded: Bytes,
+    ) -> Result<i64> {
+        let growth = Arc::new(AtomicI64::new(0));
+        let grew = Arc::clone(&growth);
         let update: UpdateFn = Box::new(move |current: Option<&[u8]>| {
             let Some(current) = current else {
+                grew.store(encoded.len() as i64, Ordering::Relaxed);
                 return Ok(Update::Put(Vec::from(encoded)));
             };
             let stored = decode_object(current, "the local store").map_err(abort)?;
             Ok(match merge_into(&stored, &incoming) {
                 None => Update::Keep,
-                Some(merged) => Update::Put(encode_object(&merged)),
+                Some(merged) => {
+                    let merged = encode_object(&merged);
+                    grew.store(
+                        merged.len() as i64 - current.len() as i64,
+                        Ordering::Relaxed,
+                    );
+                    Update::Put(merged)
+                }
             })
         });
         self.0
             .store
-            .update_object(partition, key, update)
+            .update(space, key, update)
             .await
             .map_err(tx_error)?;
-        Ok(())
+        Ok(growth.load(Ordering::Relaxed))
+    }
+
+    /// Deletes the object stored at `key` of `space` if it is still exactly `expected`
+    /// (what was handed off or delivered); returns whether it did.
+    pub(crate) async fn delete_if_unchanged(
+        &self,
+        space: Keyspace,
+        key: &[u8],
+        expected: Bytes,
+    ) -> Result<bool> {
+        let deleted = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&deleted);
+        let update: UpdateFn = Box::new(move |current: Option<&[u8]>| {
+            Ok(if current == Some(&expected[..]) {
+                flag.store(true, Ordering::Relaxed);
+                Update::Delete
+            } else {
+                Update::Keep
+            })
+        });
+        self.0
+            .store
+            .update(space, key, update)
+            .await
+            .map_err(tx_error)?;
+        Ok(deleted.load(Ordering::Relaxed))
     }
 
     /// Reads replica `node`'s object: from the local store for this node, else over the
@@ -987,13 +1040,13 @@ impl WriteTargets {
 }
 
 /// Aborts a storage update with a request error, which [`tx_error`] recovers.
-pub(crate) fn abort(error: Error) -> BoxError {
+fn abort(error: Error) -> BoxError {
     Arc::new(error)
 }
 
 /// A storage transaction's failure as a request error: the update's own error when it
 /// aborted, else the storage's.
-pub(crate) fn tx_error(error: TxError) -> Error {
+fn tx_error(error: TxError) -> Error {
     match error {
         TxError::Abort(cause) => cause
             .downcast_ref::<Error>()
