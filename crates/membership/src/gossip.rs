@@ -500,7 +500,11 @@ impl Gossiper {
         };
         match &topology.pending {
             Some(pending) if self.pending_is_stale(pending) => next(desired).map(moving),
-            Some(pending) if self.transition_done(&topology.current, pending) => {
+            Some(pending)
+                if self
+                    .transition_progress()
+                    .is_some_and(|(_, moves, moved)| moved == moves) =>
+            {
                 Some(settled(pending.clone()))
             }
             Some(_) => None,
@@ -528,15 +532,18 @@ impl Gossiper {
         })
     }
 
-    /// Whether every node that gains a partition from `current` to `pending` has synced
-    /// `pending`.
-    fn transition_done(&self, current: &Ring, pending: &Ring) -> bool {
+    /// The transition in progress: the pending ring's id, the partition replicas that
+    /// change owner, and how many of them their receiver has synced.
+    pub fn transition_progress(&self) -> Option<(RingId, usize, usize)> {
+        let topology = self.state.topology()?;
+        let pending = topology.pending.as_ref()?;
         let id = RingId::of(pending);
-        current
-            .diff(pending)
-            .moves
+        let moves = topology.current.diff(pending).moves;
+        let moved = moves
             .iter()
-            .all(|m| self.state.get(&m.to).is_some_and(|e| e.synced == id))
+            .filter(|m| self.state.get(&m.to).is_some_and(|e| e.synced == id))
+            .count();
+        Some((id, moves.len(), moved))
     }
 
     /// Records that this node received every partition it gains in `ring` (ownership

@@ -335,17 +335,7 @@ impl Cluster {
     /// The transition in progress: the pending ring's id, the partition replicas that
     /// change owner, and how many of them their receiver has synced.
     pub fn transition_progress(&self) -> Option<(RingId, usize, usize)> {
-        self.with(|g| {
-            let topology = g.topology()?;
-            let pending = topology.pending.as_ref()?;
-            let id = RingId::of(pending);
-            let moves = topology.current.diff(pending).moves;
-            let moved = moves
-                .iter()
-                .filter(|m| g.state().get(&m.to).is_some_and(|e| e.synced == id))
-                .count();
-            Some((id, moves.len(), moved))
-        })
+        self.with(|g| g.transition_progress())
     }
 
     /// Records that this node received every partition it gains in the pending ring `ring`.

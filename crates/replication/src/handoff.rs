@@ -507,14 +507,18 @@ impl Node {
         addr: &str,
         digests: Vec<(Bytes, Bytes)>,
     ) -> Result<Vec<(Bytes, Bytes)>> {
-        let mut fetched = Vec::new();
-        for (key, digest) in digests {
-            let held = self.store().get_object(partition, &key).await?;
-            let same =
-                held.is_some_and(|held| object_digest(&held).to_le_bytes()[..] == digest[..]);
-            if same {
-                continue;
-            }
+        // A digest travels as 8 little-endian bytes (`handoff_page` sends nothing else).
+        let offered = digests
+            .into_iter()
+            .map(|(key, digest)| {
+                let digest = <[u8; 8]>::try_from(&digest[..]).map_or(!0, u64::from_le_bytes);
+                (key, digest)
+            })
+            .collect::<Vec<_>>();
+        let wanted = self.wanted(partition, offered.clone()).await?;
+        let mut fetched = Vec::with_capacity(wanted.len());
+        for at in wanted {
+            let key = offered[at as usize].0.clone();
             let object = self
                 .transport()
                 .read_replica(addr, key.clone())
