@@ -860,7 +860,7 @@ impl Fallbacks {
         }
     }
 
-    /// The next fallback the failure detector does not convict.
+    /// The next fallback the failure detector does not convict (reads and writes).
     fn next(&mut self, routing: &Routing, is_down: impl Fn(&str) -> bool) -> Option<NodeIndex> {
         while let Some(node) = self.left.pop_front() {
             if !is_down(routing.id(node)) {
@@ -903,7 +903,7 @@ struct WriteTargets {
     /// Whether the coordinator is an owner of the key in the pending ring too.
     me_in_pending: bool,
     /// The partition's fallbacks not tried yet, in the ring's order.
-    fallbacks: std::collections::VecDeque<NodeIndex>,
+    fallbacks: Fallbacks,
     /// Owners not asked because the failure detector convicts them.
     skipped: Vec<NodeIndex>,
 }
@@ -913,7 +913,7 @@ impl WriteTargets {
         let mut targets = Self {
             peers: Vec::new(),
             me_in_pending: false,
-            fallbacks: routing.ring.fallbacks(partition).iter().copied().collect(),
+            fallbacks: Fallbacks::of(routing, partition),
             skipped: Vec::new(),
         };
         for &node in routing.ring.preference_list(partition) {
@@ -980,10 +980,11 @@ impl WriteTargets {
         routing: &Routing,
         is_down: impl Fn(&str) -> bool,
     ) -> Option<NodeIndex> {
-        while let Some(node) = self.fallbacks.pop_front() {
+        // The coordinator and pending-ring owners written to already are passed over.
+        while let Some(node) = self.fallbacks.next(routing, &is_down) {
             let addr = routing.addr(node);
             let used = self.peers.iter().any(|t| &*t.addr == addr);
-            if !used && Some(node) != routing.me && !is_down(routing.id(node)) {
+            if !used && Some(node) != routing.me {
                 return Some(node);
             }
         }
