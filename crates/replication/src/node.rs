@@ -30,7 +30,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 
 use crate::handoff::{HandoffConfig, HandoffState};
 use crate::object::{context_of, decode_object, encode_object, is_stale, live_values, merge_into};
-use crate::quorum::{Counts, Progress, Quorum, WriteQuorums};
+use crate::quorum::{Counts, Progress, Quorums};
 use crate::{
     Cluster, Error, GetReply, GetRequest, LimitsConfig, Object, PutReply, PutRequest, ReplicaView,
     ReplicasReply, ReplicationConfig, Result, Routing, Transport, TransportError, Value,
@@ -170,8 +170,7 @@ impl Node {
         let owners = routing.ring.preference_list(partition);
         let is_down = |id: &str| self.0.cluster.is_down(id);
         let mut fallbacks = Fallbacks::of(&routing, partition);
-        let mut quorum = Quorum::new(r, owners.len());
-        let mut primaries = (pr > 0).then(|| Quorum::new(pr, owners.len()));
+        let mut quorums = Quorums::for_read(r, pr, owners.len());
         let mut reads: FuturesUnordered<BoxFuture<'static, ReplicaRead>> = FuturesUnordered::new();
         for &node in owners {
             // A convicted owner is not asked: the next healthy fallback's hints are.
@@ -180,9 +179,7 @@ impl Node {
                 .flatten();
             match substitute {
                 Some(fallback) => {
-                    if let Some(primaries) = &mut primaries {
-                        primaries.failure(format!("{}: down", routing.id(node)));
-                    }
+                    quorums.skip_primary(format!("{}: down", routing.id(node)));
                     reads.push(self.read_hinted(&routing, fallback, request.key.clone()));
                 }
                 None => reads.push(self.read_from(&routing, node, partition, request.key.clone())),
@@ -190,31 +187,22 @@ impl Node {
         }
         let mut replies = Vec::with_capacity(owners.len());
         let mut merged = Object::default();
-        let decided = |quorum: &Quorum, primaries: &Option<Quorum>| {
-            let p = primaries
-                .as_ref()
-                .map_or(Progress::Reached, Quorum::progress);
-            match (quorum.progress(), p) {
-                (Progress::Failed, _) | (_, Progress::Failed) => Progress::Failed,
-                (Progress::Reached, Progress::Reached) => Progress::Reached,
-                _ => Progress::Pending,
-            }
-        };
-        let mut progress = decided(&quorum, &primaries);
+        let mut progress = quorums.progress();
         while progress == Progress::Pending {
             let Some((node, result)) = reads.next().await else {
                 break;
             };
-            let primary = !fallbacks.used(node);
+            let counts = Counts {
+                current: true,
+                pending: false,
+                primary: !fallbacks.used(node),
+            };
             match &result {
                 Ok(held) => {
                     if let Some(held) = held {
                         merged = merged.sync(held);
                     }
-                    quorum.success();
-                    if let (true, Some(primaries)) = (primary, &mut primaries) {
-                        primaries.success();
-                    }
+                    quorums.record(counts, Ok(()));
                     if Some(node) != routing.me {
                         self.0.cluster.heard_from(routing.id(node));
                     }
@@ -223,26 +211,18 @@ impl Node {
                     if matches!(error, Error::Unavailable(_)) && Some(node) != routing.me {
                         self.0.cluster.refused(routing.id(node));
                     }
-                    quorum.failure(format!("{}: {error}", routing.id(node)));
-                    if let (true, Some(primaries)) = (primary, &mut primaries) {
-                        primaries.failure(format!("{}: {error}", routing.id(node)));
-                    }
+                    quorums.record(counts, Err(format!("{}: {error}", routing.id(node))));
                     if let Some(fallback) = fallbacks.next(&routing, is_down) {
-                        quorum.add_attempt();
+                        quorums.add_fallback();
                         reads.push(self.read_hinted(&routing, fallback, request.key.clone()));
                     }
                 }
             }
             replies.push((node, result));
-            progress = decided(&quorum, &primaries);
+            progress = quorums.progress();
         }
         if progress != Progress::Reached {
-            return Err(match primaries {
-                Some(p) if p.progress() == Progress::Failed => {
-                    p.into_error("replies from primaries (pr)")
-                }
-                _ => quorum.into_error("replies"),
-            });
+            return Err(quorums.into_error());
         }
         let reply = GetReply {
             values: live_values(&merged),
@@ -475,7 +455,7 @@ impl Node {
         let value = value.map_or(Value::Tombstone, Value::Data);
         let (object, context) = self.update_local(partition, &key, context, value).await?;
         let targets = WriteTargets::of(routing, partition, |id| self.0.cluster.is_down(id));
-        let mut quorums = WriteQuorums::new(
+        let mut quorums = Quorums::new(
             w,
             pw,
             routing.ring.replicas(),
@@ -791,7 +771,7 @@ struct WriteRound<'a> {
     node: &'a Node,
     routing: &'a Routing,
     targets: WriteTargets,
-    quorums: WriteQuorums,
+    quorums: Quorums,
     writes: FuturesUnordered<BoxFuture<'static, (usize, Result<(), TransportError>)>>,
     key: Bytes,
     object: Bytes,
@@ -1018,7 +998,7 @@ impl WriteTargets {
     /// Counts target `i`'s answer toward the quorums it belongs to.
     fn record(
         &self,
-        quorums: &mut WriteQuorums,
+        quorums: &mut Quorums,
         routing: &Routing,
         i: usize,
         result: std::result::Result<(), TransportError>,

@@ -69,7 +69,7 @@ impl Quorum {
     }
 }
 
-/// A write's quorums during a transition: `W` acknowledgements among the current ring's
+/// A request's quorums. A write's during a transition: `W` acknowledgements among the current ring's
 /// owners *and* `W` among the pending ring's (as Garage requires a quorum in every active
 /// layout), so that an acknowledged write is on a quorum of the owners before and after
 /// the switch. Without a transition only the current quorum counts.
@@ -77,10 +77,14 @@ impl Quorum {
 /// With PW, `pw` of the current ring's acknowledgements must also come from primaries
 /// (owners), not fallbacks.
 #[derive(Debug)]
-pub(crate) struct WriteQuorums {
+pub(crate) struct Quorums {
     current: Quorum,
     pending: Option<Quorum>,
     primaries: Option<Quorum>,
+    /// What the replies are, for errors: `acknowledgements` (writes) or `replies` (reads).
+    what: &'static str,
+    /// The request option the primaries' quorum comes from: `pw` or `pr`.
+    primary_option: &'static str,
 }
 
 /// Where one reply counts.
@@ -94,7 +98,7 @@ pub(crate) struct Counts {
     pub(crate) primary: bool,
 }
 
-impl WriteQuorums {
+impl Quorums {
     /// `w` of `current` owners, `w` of `pending` owners when a transition runs, and `pw`
     /// of the `current` primaries when `pw > 0`.
     pub(crate) fn new(w: usize, pw: usize, current: usize, pending: Option<usize>) -> Self {
@@ -102,6 +106,18 @@ impl WriteQuorums {
             current: Quorum::new(w, current),
             pending: pending.map(|total| Quorum::new(w, total)),
             primaries: (pw > 0).then(|| Quorum::new(pw, current)),
+            what: "acknowledgements",
+            primary_option: "pw",
+        }
+    }
+
+    /// A read's quorums: `r` replies of `current` replicas (fallbacks included), `pr` of
+    /// them from primaries when `pr > 0`.
+    pub(crate) fn for_read(r: usize, pr: usize, current: usize) -> Self {
+        Self {
+            what: "replies",
+            primary_option: "pr",
+            ..Self::new(r, pr, current, None)
         }
     }
 
@@ -144,19 +160,32 @@ impl WriteQuorums {
         progress
     }
 
-    /// The error of a quorum that was not reached (the primaries', the incoming owners',
-    /// else the current one's).
+    /// The error of the quorum that failed — the primaries', the incoming owners', the
+    /// current one's, in that order — or, when none failed outright but the replies ran
+    /// out, of the first that was not reached.
     pub(crate) fn into_error(self) -> Error {
-        let missed = |q: &Quorum| q.progress() != Progress::Reached;
-        match (self.primaries, self.pending) {
-            (Some(primaries), _) if missed(&primaries) => {
-                primaries.into_error("acknowledgements from primaries (pw)")
-            }
-            (_, Some(pending)) if missed(&pending) => {
-                pending.into_error("acknowledgements among the incoming owners")
-            }
-            _ => self.current.into_error("acknowledgements"),
-        }
+        let what = self.what;
+        let labelled = [
+            self.primaries.map(|q| {
+                let label = format!("{what} from primaries ({})", self.primary_option);
+                (q, label)
+            }),
+            self.pending
+                .map(|q| (q, format!("{what} among the incoming owners"))),
+            Some((self.current, what.to_owned())),
+        ];
+        let mut quorums: Vec<(Quorum, String)> = labelled.into_iter().flatten().collect();
+        let at = quorums
+            .iter()
+            .position(|(q, _)| q.progress() == Progress::Failed)
+            .or_else(|| {
+                quorums
+                    .iter()
+                    .position(|(q, _)| q.progress() != Progress::Reached)
+            })
+            .unwrap_or(quorums.len() - 1);
+        let (quorum, label) = quorums.swap_remove(at);
+        quorum.into_error(&label)
     }
 
     /// An owner that was not asked (convicted by the failure detector): it cannot count
@@ -212,7 +241,7 @@ mod tests {
             primary: false,
         };
         // W = 2, PW = 2 of 3 owners: the coordinator, a fallback for a dead owner.
-        let mut q = WriteQuorums::new(2, 2, 3, None);
+        let mut q = Quorums::new(2, 2, 3, None);
         q.record(at(true, false), Ok(()));
         q.record(at(true, false), Err("b unreachable".into()));
         q.add_fallback();
@@ -226,7 +255,7 @@ mod tests {
         };
         assert!(what.contains("primaries"), "{what}");
         // Without PW the fallback's acknowledgement completes W = 2.
-        let mut q = WriteQuorums::new(2, 0, 3, None);
+        let mut q = Quorums::new(2, 0, 3, None);
         q.record(at(true, false), Ok(()));
         q.record(at(true, false), Err("b unreachable".into()));
         q.add_fallback();
@@ -236,12 +265,12 @@ mod tests {
     #[test]
     fn a_write_during_a_transition_needs_both_quorums() {
         // Current owners a, b, c; pending owners b, c, d.
-        let mut q = WriteQuorums::new(2, 0, 3, Some(3));
+        let mut q = Quorums::new(2, 0, 3, Some(3));
         assert_eq!(q.record(at(true, false), Ok(())), Progress::Pending); // a
         assert_eq!(q.record(at(false, true), Ok(())), Progress::Pending); // d
         assert_eq!(q.record(at(true, true), Ok(())), Progress::Reached); // b
         // a acknowledges; d and b fail: two of the incoming owners are gone.
-        let mut q = WriteQuorums::new(2, 0, 3, Some(3));
+        let mut q = Quorums::new(2, 0, 3, Some(3));
         q.record(at(true, false), Ok(()));
         assert_eq!(
             q.record(at(false, true), Err("d down".into())),
