@@ -1,7 +1,7 @@
 //! Sloppy quorum and hinted handoff on an in-process cluster of 5 nodes, N = 3: writes
 //! whose owners are down land on fallbacks as hints, count toward W, are readable, and
 //! reach their owners once they are back; PW refuses what only fallbacks took; a cut link
-//! behaves like a crash; hints survive a fallback's restart and reach the new owner when
+//! behaves like a crash, also when it fails after W was reached; hints survive a fallback's restart and reach the new owner when
 //! their owner was removed.
 
 mod common;
@@ -189,6 +189,29 @@ async fn a_cut_link_to_an_owner_is_routed_around_like_a_crash() {
     })
     .await;
     assert!(delivered, "the hint did not reach n2 after the heal");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_failing_after_w_was_reached_still_gets_a_hint() {
+    let cluster = TestCluster::start(5).await;
+    let key = key_owned_by(&cluster, &[0, 1, 2]);
+    let (n1, n2) = (cluster.nodes[0].addr.clone(), cluster.nodes[1].addr.clone());
+    cluster.network.partition(&[&n1], &[&n2]);
+    // W = 2 is reached by n1 and n3 before n2's call times out; the write to n2 fails
+    // after the client has its answer, and a fallback still takes n2's place: its hint
+    // reaches n2 over a link that works, while n1 still cannot reach n2.
+    cluster
+        .node(0)
+        .put(PutRequest::new(key.clone(), "late"))
+        .await
+        .expect("W = 2 from n1 and n3");
+    let c = &cluster;
+    let key_ref = &key;
+    let delivered = eventually(20, || async move {
+        holds(c, 1, key_ref, "late").await && hints_left(c).await == 0
+    })
+    .await;
+    assert!(delivered, "no hint for n2 reached it");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -474,8 +474,8 @@ impl Node {
             Ok(()),
         );
         let mut round = WriteRound {
-            node: self,
-            routing,
+            node: self.clone(),
+            routing: Arc::clone(routing),
             targets,
             quorums,
             writes: FuturesUnordered::new(),
@@ -500,10 +500,14 @@ impl Node {
             }
             return Err(round.quorums.into_error());
         }
-        let mut writes = round.writes;
-        if !writes.is_empty() {
-            // The remaining replicas still get the write: drive their calls to the end.
-            tokio::spawn(async move { while writes.next().await.is_some() {} });
+        if !round.writes.is_empty() {
+            // The remaining replicas still get the write: their calls are driven to the
+            // end, a failed one still replaced by a fallback.
+            tokio::spawn(async move {
+                while let Some((i, result)) = round.writes.next().await {
+                    round.count(i, result);
+                }
+            });
         }
         Ok(PutReply {
             context: ContextToken::from(&context).to_string(),
@@ -767,9 +771,9 @@ impl Node {
 }
 
 /// One write's replica calls in flight and the quorums they count toward.
-struct WriteRound<'a> {
-    node: &'a Node,
-    routing: &'a Routing,
+struct WriteRound {
+    node: Node,
+    routing: Arc<Routing>,
     targets: WriteTargets,
     quorums: Quorums,
     writes: FuturesUnordered<BoxFuture<'static, (usize, Result<(), TransportError>)>>,
@@ -777,7 +781,7 @@ struct WriteRound<'a> {
     object: Bytes,
 }
 
-impl WriteRound<'_> {
+impl WriteRound {
     /// Starts the call to target `i`: a replica write to an owner, a hinted write to a
     /// fallback.
     fn launch(&mut self, i: usize) {
@@ -800,11 +804,12 @@ impl WriteRound<'_> {
 
     /// Counts target `i`'s answer; when a replica of the current ring failed, tries the
     /// next healthy fallback in its place (sloppy quorum), which keeps a hint for the
-    /// owner.
+    /// owner, also once the quorum is reached: the write keeps a copy (or a hint) for
+    /// each owner even when W was reached without it.
     fn count(&mut self, i: usize, result: std::result::Result<(), TransportError>) -> Progress {
         let cluster = &self.node.0.cluster;
         let failed = result.is_err();
-        if let Some(id) = self.targets.id(self.routing, i) {
+        if let Some(id) = self.targets.id(&self.routing, i) {
             match &result {
                 Ok(()) => cluster.heard_from(id),
                 Err(TransportError::Unreachable { .. }) => cluster.refused(id),
@@ -813,10 +818,10 @@ impl WriteRound<'_> {
         }
         let progress = self
             .targets
-            .record(&mut self.quorums, self.routing, i, result);
-        if failed && progress != Progress::Reached {
+            .record(&mut self.quorums, &self.routing, i, result);
+        if failed {
             let is_down = |id: &str| cluster.is_down(id);
-            if let Some(next) = self.targets.fallback_for(self.routing, i, is_down) {
+            if let Some(next) = self.targets.fallback_for(&self.routing, i, is_down) {
                 self.quorums.add_fallback();
                 self.launch(next);
                 return self.quorums.progress();
