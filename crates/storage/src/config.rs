@@ -89,6 +89,11 @@ pub struct StorageConfig {
     /// Read connections of the SQLite pool (writes have one connection of their own).
     /// Default 4.
     pub sqlite_read_connections: u32,
+    /// Seconds a deleted key's tombstone is kept after the delete before anti-entropy
+    /// reaps it (once every replica holds it). Default 86 400 (a day). A replica, or a
+    /// fallback holding a hint, that comes back with an older value after the tombstone
+    /// was reaped brings that value back: keep it longer than the outages you expect.
+    pub tombstone_grace_s: u64,
 }
 
 impl Default for StorageConfig {
@@ -99,6 +104,7 @@ impl Default for StorageConfig {
             lmdb_map_size_mb: 16 * 1024,
             group_commit_max_ops: 1024,
             sqlite_read_connections: 4,
+            tombstone_grace_s: 86_400,
         }
     }
 }

@@ -57,6 +57,22 @@ pub enum Error {
         found: String,
     },
 
+    /// The data directory holds a store of an older on-disk format.
+    #[error(
+        "data dir {} holds a format {found} store; this dotkv reads format {expected} \
+         (objects are keyed by anti-entropy segment since format 2): start the node on an \
+         empty --data-dir and let anti-entropy and handoff refill it from its replicas",
+        path.display()
+    )]
+    UnsupportedFormat {
+        /// The data directory.
+        path: PathBuf,
+        /// The format this build reads.
+        expected: u32,
+        /// The format the directory's marker names.
+        found: String,
+    },
+
     /// A data file exists but cannot be read as a store of this backend.
     #[error(
         "{backend} store file {} is corrupt or not a {backend} store ({source}); \

@@ -4,12 +4,14 @@
 //!
 //! | keyspace | key layout |
 //! | --- | --- |
-//! | objects | `partition: u32 BE` ++ user key |
+//! | objects | `partition: u32 BE` ++ `segment: u16 BE` ++ user key |
 //! | hints | `len(target): u16 BE` ++ target ++ `partition: u32 BE` ++ user key |
 //! | meta | a name (`node_id`, `cluster_state`, ...) |
 //!
 //! Big-endian partitions make byte order equal numeric order, so one partition is one
-//! contiguous range, and the length prefix of a hint's target keeps the target ids of
+//! contiguous range; within it, keys are ordered by their anti-entropy segment ([`segment_of`],
+//! the low 16 bits of the key's XXH3-64 hash), so the keys of a range of segments, which
+//! a Merkle leaf covers, are one contiguous scan; and the length prefix of a hint's target keeps the target ids of
 //! different lengths from interleaving.
 
 use std::fmt;
@@ -67,26 +69,57 @@ impl FromStr for Keyspace {
 
 /// The length of the partition prefix of an object key.
 pub const PARTITION_PREFIX_LEN: usize = 4;
+/// The length of the partition and segment prefix of an object key.
+pub const OBJECT_PREFIX_LEN: usize = PARTITION_PREFIX_LEN + 2;
 
 /// The prefix shared by every object key of `partition`.
 pub const fn partition_prefix(partition: u32) -> [u8; PARTITION_PREFIX_LEN] {
     partition.to_be_bytes()
 }
 
+/// The anti-entropy segment of a key: the low 16 bits of its XXH3-64 hash. Part of the
+/// on-disk format; `dotkv_merkle::segment_of` is the same function (the replication crate
+/// tests that they agree), defined again here because the storage depends on no other
+/// dotkv crate.
+#[inline]
+pub fn segment_of(key: &[u8]) -> u16 {
+    (xxhash_rust::xxh3::xxh3_64(key) & 0xffff) as u16
+}
+
+/// The prefix of the object keys of `partition` in `segment`.
+pub fn segment_prefix(partition: u32, segment: u16) -> [u8; OBJECT_PREFIX_LEN] {
+    let mut out = [0; OBJECT_PREFIX_LEN];
+    out[..PARTITION_PREFIX_LEN].copy_from_slice(&partition_prefix(partition));
+    out[PARTITION_PREFIX_LEN..].copy_from_slice(&segment.to_be_bytes());
+    out
+}
+
 /// The encoded key of object `key` in `partition`.
 pub fn object_key(partition: u32, key: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(PARTITION_PREFIX_LEN + key.len());
-    out.extend_from_slice(&partition_prefix(partition));
+    let mut out = Vec::with_capacity(OBJECT_PREFIX_LEN + key.len());
+    out.extend_from_slice(&segment_prefix(partition, segment_of(key)));
     out.extend_from_slice(key);
     out
 }
 
 /// Splits an encoded object key into `(partition, key)`.
 pub fn split_object_key(encoded: &[u8]) -> Result<(u32, &[u8])> {
+    let corrupt = || corrupt_key(Keyspace::Objects, encoded);
     let (prefix, key) = encoded
-        .split_first_chunk::<PARTITION_PREFIX_LEN>()
-        .ok_or_else(|| corrupt_key(Keyspace::Objects, encoded))?;
-    Ok((u32::from_be_bytes(*prefix), key))
+        .split_first_chunk::<OBJECT_PREFIX_LEN>()
+        .ok_or_else(corrupt)?;
+    let (partition, segment) = prefix.split_at(PARTITION_PREFIX_LEN);
+    let partition = u32::from_be_bytes(partition.try_into().map_err(|_| corrupt())?);
+    if segment != segment_of(key).to_be_bytes() {
+        return Err(corrupt());
+    }
+    Ok((partition, key))
+}
+
+/// Splits `partition: u32 BE ++ key` (the tail of a hint key).
+fn split_partition(encoded: &[u8]) -> Option<(u32, &[u8])> {
+    let (prefix, key) = encoded.split_first_chunk::<PARTITION_PREFIX_LEN>()?;
+    Some((u32::from_be_bytes(*prefix), key))
 }
 
 /// The prefix of every hint held for `target`.
@@ -130,7 +163,7 @@ impl HintKey {
         let target = std::str::from_utf8(target)
             .map_err(|_| corrupt())?
             .to_owned();
-        let (partition, key) = split_object_key(rest).map_err(|_| corrupt())?;
+        let (partition, key) = split_partition(rest).ok_or_else(corrupt)?;
         Ok(Self {
             target,
             partition,
@@ -168,11 +201,16 @@ mod tests {
     }
 
     #[test]
-    fn object_keys_of_a_partition_sort_together() {
+    fn object_keys_of_a_partition_sort_together_by_segment() {
         let a = object_key(1, b"\xff\xff");
         let b = object_key(2, b"");
         assert!(a < b);
         assert_eq!(split_object_key(&a).unwrap(), (1, &b"\xff\xff"[..]));
+        assert!(a.starts_with(&segment_prefix(1, segment_of(b"\xff\xff"))));
+        // A key whose segment bytes do not match its hash is not an object key.
+        let mut forged = a.clone();
+        forged[4] ^= 1;
+        assert!(split_object_key(&forged).is_err());
     }
 
     #[test]

@@ -352,8 +352,9 @@ pub trait StorageExt: Storage {
             .await
     }
 
-    /// One page of the objects of `partition`, in key order, as `(key, value)` with the
-    /// partition prefix removed. Pass the last key of a page as `after` for the next.
+    /// One page of the objects of `partition`, in storage order (by segment, then key), as
+    /// `(key, value)` with the partition and segment prefix removed. Pass the last key of a
+    /// page as `after` for the next.
     async fn scan_partition(
         &self,
         partition: u32,
@@ -362,23 +363,49 @@ pub trait StorageExt: Storage {
     ) -> Result<Vec<KeyValue>> {
         let prefix = keys::partition_prefix(partition).to_vec();
         let after = after.map(|key| keys::object_key(partition, key));
-        let page = self
-            .scan(
-                Keyspace::Objects,
-                ScanRange {
-                    prefix,
-                    after,
-                    limit,
-                },
-            )
-            .await?;
-        Ok(page
-            .into_iter()
-            .map(|(mut key, value)| {
-                key.drain(..keys::PARTITION_PREFIX_LEN);
-                (key, value)
-            })
-            .collect())
+        let range = ScanRange {
+            prefix,
+            after,
+            limit,
+        };
+        Ok(strip_object_keys(
+            self.scan(Keyspace::Objects, range).await?,
+        ))
+    }
+
+    /// One page of the objects of `partition` whose segment ([`keys::segment_of`]) is in
+    /// `segments`, like [`scan_partition`](Self::scan_partition): what a Merkle leaf
+    /// covers, in one contiguous scan. Empty keys (which replication never stores) are not
+    /// returned.
+    async fn scan_segments(
+        &self,
+        partition: u32,
+        segments: std::ops::Range<u32>,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<KeyValue>> {
+        let Ok(first) = u16::try_from(segments.start) else {
+            return Ok(Vec::new());
+        };
+        let after = match after {
+            Some(key) => keys::object_key(partition, key),
+            None => keys::segment_prefix(partition, first).to_vec(),
+        };
+        let range = ScanRange {
+            prefix: keys::partition_prefix(partition).to_vec(),
+            after: Some(after),
+            limit,
+        };
+        let mut page = self.scan(Keyspace::Objects, range).await?;
+        // The page may run into the segments after the range: cut it there.
+        let end = page.partition_point(|(key, _)| {
+            key.get(keys::PARTITION_PREFIX_LEN..keys::OBJECT_PREFIX_LEN)
+                .is_some_and(|segment| {
+                    u32::from(u16::from_be_bytes([segment[0], segment[1]])) < segments.end
+                })
+        });
+        page.truncate(end);
+        Ok(strip_object_keys(page))
     }
 
     /// The number of objects stored for `partition`.
@@ -434,3 +461,13 @@ pub trait StorageExt: Storage {
 }
 
 impl<S: Storage + ?Sized> StorageExt for S {}
+
+/// Removes the partition and segment prefix of scanned object keys.
+fn strip_object_keys(page: Vec<KeyValue>) -> Vec<KeyValue> {
+    page.into_iter()
+        .map(|(mut key, value)| {
+            key.drain(..keys::OBJECT_PREFIX_LEN.min(key.len()));
+            (key, value)
+        })
+        .collect()
+}

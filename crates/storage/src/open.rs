@@ -40,6 +40,7 @@ pub async fn open(dir: &Path, config: &StorageConfig) -> Result<Arc<dyn Storage>
         return Ok(Arc::new(MemoryStorage::new()));
     }
     check_marker(dir, kind)?;
+    check_format(dir)?;
     let store: Arc<dyn Storage> = match kind {
         #[cfg(feature = "lmdb")]
         StorageKind::Lmdb => Arc::new(crate::LmdbStorage::open(dir, config).await?),
@@ -51,8 +52,33 @@ pub async fn open(dir: &Path, config: &StorageConfig) -> Result<Arc<dyn Storage>
     Ok(store)
 }
 
+/// The on-disk format: 2 since object keys carry their anti-entropy segment.
+const FORMAT: u32 = 2;
+
 fn marker_text(kind: StorageKind) -> String {
-    format!("dotkv store\nbackend = {kind}\nformat = 1\n")
+    format!("dotkv store\nbackend = {kind}\nformat = {FORMAT}\n")
+}
+
+/// Refuses a store whose marker names another format.
+fn check_format(dir: &Path) -> Result<()> {
+    let marker = dir.join(MARKER_FILE);
+    let text = match std::fs::read_to_string(&marker) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(marker, e)),
+    };
+    let found = text
+        .lines()
+        .find_map(|line| line.strip_prefix("format = "))
+        .map_or("unknown", str::trim);
+    if found == FORMAT.to_string() {
+        return Ok(());
+    }
+    Err(Error::UnsupportedFormat {
+        path: dir.to_path_buf(),
+        expected: FORMAT,
+        found: found.to_owned(),
+    })
 }
 
 /// Which backend a data dir holds: its marker, else the files a backend leaves.
@@ -96,4 +122,28 @@ fn write_marker(dir: &Path, kind: StorageKind) -> Result<()> {
         return Ok(());
     }
     std::fs::write(&marker, marker_text(kind)).map_err(|e| Error::io(marker, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_store_of_an_older_format_is_refused_with_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(MARKER_FILE),
+            "dotkv store\nbackend = memory\nformat = 1\n",
+        )
+        .unwrap();
+        let error = check_format(dir.path()).unwrap_err();
+        assert!(matches!(error, Error::UnsupportedFormat { .. }), "{error}");
+        assert!(error.to_string().contains("format 1"), "{error}");
+        std::fs::write(
+            dir.path().join(MARKER_FILE),
+            marker_text(StorageKind::Memory),
+        )
+        .unwrap();
+        check_format(dir.path()).unwrap();
+    }
 }
