@@ -56,27 +56,13 @@ fn drained(nodes: &[Node]) -> bool {
 
 /// Whether every key has its value on its 3 primaries and on no fallback.
 fn placed(client: &FailoverClient, runtime: &tokio::runtime::Runtime, keys: &[String]) -> bool {
-    runtime.block_on(async {
-        for key in keys {
-            let Ok(view) = client
-                .call(|c| {
-                    let key = key.clone();
-                    async move { c.replicas(key).await }
-                })
-                .await
-            else {
-                return false;
-            };
-            let primaries = view
-                .replicas
-                .iter()
-                .filter(|r| r.role == "primary" && r.values.iter().any(|v| v == key.as_bytes()))
-                .count();
-            if primaries != 3 || view.replicas.iter().any(|r| r.role == "fallback") {
-                return false;
-            }
-        }
-        true
+    common::every_key(client, runtime, keys, |key, view| {
+        let primaries = view
+            .replicas
+            .iter()
+            .filter(|r| r.role == "primary" && r.values.iter().any(|v| v == key.as_bytes()))
+            .count();
+        primaries == 3 && view.replicas.iter().all(|r| r.role != "fallback")
     })
 }
 

@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use dotkv_membership::MembershipConfig;
-use dotkv_replication::{HandoffConfig, LimitsConfig, ReplicationConfig};
+use dotkv_replication::{AaeConfig, HandoffConfig, LimitsConfig, ReplicationConfig};
 use dotkv_ring::RingConfig;
 use dotkv_rpc::RpcConfig;
 use dotkv_storage::StorageConfig;
@@ -61,6 +61,8 @@ pub struct ServerConfig {
     pub membership: MembershipConfig,
     /// `[handoff]`.
     pub handoff: HandoffConfig,
+    /// `[aae]`.
+    pub aae: AaeConfig,
     /// `[rpc]`.
     pub rpc: RpcConfig,
 }
@@ -81,6 +83,7 @@ impl Default for ServerConfig {
             replication: ReplicationConfig::default(),
             membership: MembershipConfig::default(),
             handoff: HandoffConfig::default(),
+            aae: AaeConfig::default(),
             rpc: RpcConfig::default(),
         }
     }
@@ -147,6 +150,7 @@ impl ServerConfig {
         self.replication.validate()?;
         self.membership.validate()?;
         self.handoff.validate()?;
+        self.aae.validate()?;
         self.rpc.validate()?;
         self.limits.validate()?;
         Ok(())

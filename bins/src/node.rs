@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use dotkv_membership::{NodeState, NodeStatus, RingParams};
-use dotkv_replication::{Cluster, ClusterOptions, Node};
+use dotkv_replication::{AaeConfig, Cluster, ClusterOptions, Node, NodeSettings};
 use dotkv_rpc::TarpcTransport;
 use dotkv_storage::{Storage, StorageExt};
 use dotkv_versioning::ReplicaId;
@@ -95,9 +95,15 @@ async fn serve(
         Arc::clone(store),
         transport,
         replica,
-        config.replication.clone(),
-        config.limits.clone(),
-        config.handoff.clone(),
+        NodeSettings {
+            replication: config.replication.clone(),
+            limits: config.limits.clone(),
+            handoff: config.handoff.clone(),
+            aae: AaeConfig {
+                tombstone_grace_s: config.storage.tombstone_grace_s,
+                ..config.aae.clone()
+            },
+        },
     );
     let replication = &config.replication;
     if replication.r + replication.w <= replication.n {
@@ -136,8 +142,13 @@ async fn serve(
     };
     let handoff = {
         let node = node.clone();
-        let stopped = wait(stopped);
+        let stopped = wait(stopped.clone());
         tokio::spawn(async move { node.run_handoff(stopped).await })
+    };
+    let aae = {
+        let node = node.clone();
+        let stopped = wait(stopped);
+        tokio::spawn(async move { node.run_aae(stopped).await })
     };
     let gossip_interval = Duration::from_millis(config.membership.gossip_interval_ms);
     tokio::select! {
@@ -151,6 +162,7 @@ async fn serve(
     rpc.await.context("the RPC server task failed")?;
     gossip.await.context("the gossip task failed")?;
     handoff.await.context("the handoff task failed")?;
+    aae.await.context("the anti-entropy task failed")?;
     Ok(())
 }
 

@@ -9,8 +9,8 @@ use std::time::Duration;
 use dotkv_membership::{MembershipConfig, NodeState, NodeStatus, RingParams};
 use dotkv_replication::testing::MemNetwork;
 use dotkv_replication::{
-    Cluster, ClusterOptions, HandoffConfig, LimitsConfig, Node, Object, ReplicationConfig,
-    decode_object,
+    AaeConfig, Cluster, ClusterOptions, HandoffConfig, LimitsConfig, Node, NodeSettings, Object,
+    ReplicationConfig, decode_object,
 };
 use dotkv_storage::{MemoryStorage, Storage, StorageExt};
 use dotkv_versioning::ReplicaId;
@@ -36,6 +36,7 @@ struct Running {
     stop: watch::Sender<bool>,
     gossip: JoinHandle<()>,
     handoff: JoinHandle<()>,
+    aae: JoinHandle<()>,
 }
 
 /// N in-process nodes over one [`MemNetwork`].
@@ -46,6 +47,8 @@ pub struct TestCluster {
     limits: LimitsConfig,
     /// Ownership handoff settings of every node (small pages, so transfers take many).
     pub handoff: HandoffConfig,
+    /// Anti-entropy settings of every node.
+    pub aae: AaeConfig,
 }
 
 fn membership() -> MembershipConfig {
@@ -66,6 +69,22 @@ impl TestCluster {
 
     /// [`start`](Self::start) with the given replication settings and limits.
     pub async fn start_with(n: usize, config: ReplicationConfig, limits: LimitsConfig) -> Self {
+        // Trees are kept (every write path updates them), but no exchange runs within a
+        // test: it would repair what other tests wait for other paths to repair.
+        let aae = AaeConfig {
+            interval_ms: 3_600_000,
+            ..AaeConfig::default()
+        };
+        Self::start_configured(n, config, limits, aae).await
+    }
+
+    /// [`start_with`](Self::start_with) and the given anti-entropy settings.
+    pub async fn start_configured(
+        n: usize,
+        config: ReplicationConfig,
+        limits: LimitsConfig,
+        aae: AaeConfig,
+    ) -> Self {
         let mut cluster = Self {
             network: MemNetwork::new(),
             nodes: Vec::new(),
@@ -76,6 +95,7 @@ impl TestCluster {
                 page_keys: 64,
                 ..HandoffConfig::default()
             },
+            aae,
         };
         for _ in 0..n {
             cluster.add_node();
@@ -148,9 +168,12 @@ impl TestCluster {
             store,
             transport,
             replica,
-            config,
-            limits,
-            handoff,
+            NodeSettings {
+                replication: config,
+                limits,
+                handoff,
+                aae: self.aae.clone(),
+            },
         );
         self.network.register(&entry.addr, node.clone());
         let (stop, stopped) = watch::channel(false);
@@ -161,14 +184,20 @@ impl TestCluster {
         let gossip = tokio::spawn(async move { cluster.run(stopped_gossip).await });
         let handoff = {
             let node = node.clone();
-            let stopped = until(stopped);
+            let stopped = until(stopped.clone());
             tokio::spawn(async move { node.run_handoff(stopped).await })
+        };
+        let aae = {
+            let node = node.clone();
+            let stopped = until(stopped);
+            tokio::spawn(async move { node.run_aae(stopped).await })
         };
         self.nodes[i].running = Some(Running {
             node,
             stop,
             gossip,
             handoff,
+            aae,
         });
     }
 
@@ -225,7 +254,14 @@ impl TestCluster {
             let _ = running.stop.send(true);
             let _ = running.gossip.await;
             let _ = running.handoff.await;
+            let _ = running.aae.await;
         }
+    }
+
+    /// Replaces crashed node `i`'s store by an empty one: a lost disk.
+    pub fn wipe(&mut self, i: usize) {
+        assert!(!self.is_running(i), "wipe a crashed node");
+        self.nodes[i].store = Arc::new(MemoryStorage::new());
     }
 
     /// Restarts node `i` on its store, and waits for the cluster to see it again.
@@ -309,6 +345,7 @@ impl Drop for TestCluster {
                 let _ = running.stop.send(true);
                 running.gossip.abort();
                 running.handoff.abort();
+                running.aae.abort();
             }
         }
         // The nodes hold the network through their transports: break the cycle.

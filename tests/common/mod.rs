@@ -284,3 +284,27 @@ impl Drop for Server {
     }
 }
 pub mod harness;
+
+/// Whether `check` holds for the replicas of every key, as `dotkv replicas` shows them
+/// through `client` (false as soon as a call fails or a key fails the check).
+pub fn every_key(
+    client: &dotkv_rpc::FailoverClient,
+    runtime: &tokio::runtime::Runtime,
+    keys: &[String],
+    check: impl Fn(&str, &dotkv_replication::ReplicasReply) -> bool,
+) -> bool {
+    runtime.block_on(async {
+        for key in keys {
+            let view = client
+                .call(|c| {
+                    let key = key.clone();
+                    async move { c.replicas(key).await }
+                })
+                .await;
+            if !view.is_ok_and(|view| check(key, &view)) {
+                return false;
+            }
+        }
+        true
+    })
+}

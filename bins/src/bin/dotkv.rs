@@ -94,6 +94,9 @@ enum Command {
     /// Show the ring: each partition's preference list (and its pending one while a
     /// transition runs).
     Ring,
+    /// Show the node's anti-entropy: trees built, and per partition the last exchange
+    /// (when, with whom, keys repaired), plus tombstones reaped and pending.
+    Aae,
     /// Make the node (--node), alone and empty, join the cluster SEED belongs to.
     ///
     /// It enters as `joining` and owns nothing until the claimant's next ring includes
@@ -138,6 +141,7 @@ impl Command {
             Self::Replicas { .. } => "replicas",
             Self::Status => "status",
             Self::Ring => "ring",
+            Self::Aae => "aae",
             Self::Join { .. } => "join",
             Self::Leave { .. } => "leave",
             Self::Remove { .. } => "remove",
@@ -429,6 +433,47 @@ async fn run(cli: &Cli) -> CliResult {
                     text += &format!(
                         "transfer: partition {} {} -> {}: {} keys, {} bytes\n",
                         t.partition, t.from, t.to, t.keys, t.bytes
+                    );
+                }
+                text
+            }
+        }
+        Command::Aae => {
+            let aae = client
+                .call(|c| async move { c.aae().await })
+                .await
+                .map_err(rpc_error)?;
+            if cli.json {
+                to_json(&aae)
+            } else {
+                let mut text = format!(
+                    "anti-entropy {}: {}/{} trees built; {} keys repaired, {} tombstones reaped, {} tombstones pending\n",
+                    if aae.enabled { "on" } else { "off" },
+                    aae.trees_built,
+                    aae.partitions,
+                    aae.keys_repaired,
+                    aae.tombstones_reaped,
+                    aae.tombstones_pending
+                );
+                if !aae.exchanges.is_empty() {
+                    text += &format!(
+                        "{:>9}  {:<20} {:>8} {:>12} {:>8}  {}\n",
+                        "PARTITION", "PEER", "AGO", "REPAIRED", "TOTAL", "ERROR"
+                    );
+                }
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64);
+                for e in &aae.exchanges {
+                    let ago = format!("{:.1}s", now.saturating_sub(e.at_ms) as f64 / 1000.0);
+                    text += &format!(
+                        "{:>9}  {:<20} {:>8} {:>12} {:>8}  {}\n",
+                        e.partition,
+                        e.peer,
+                        ago,
+                        e.keys_repaired,
+                        e.total_repaired,
+                        e.error.as_deref().unwrap_or("")
                     );
                 }
                 text

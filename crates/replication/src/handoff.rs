@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use dotkv_membership::{NodeStatus, RingId};
+use dotkv_merkle::object_digest;
 use dotkv_storage::{Keyspace, ScanRange, StorageExt, WriteBatch};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -145,8 +146,8 @@ pub struct TransferView {
 pub(crate) struct HandoffState {
     /// Transfers in progress by (partition, source). A std mutex: held to update a count.
     transfers: Mutex<BTreeMap<(u32, String), TransferView>>,
-    /// When the byte budget is next free (the throttle of every transfer together).
-    budget: Mutex<Option<Instant>>,
+    /// The throttle of every transfer together.
+    budget: ByteBudget,
     /// The bytes of hints this node holds, once counted (at the first hinted write).
     pub(crate) hint_bytes: std::sync::atomic::AtomicU64,
     /// Whether `hint_bytes` was counted.
@@ -163,9 +164,29 @@ const CURSOR_PREFIX: &str = "handoff:";
 /// The cursor value of a finished transfer (no key is empty, so it cannot be a cursor).
 const DONE: &[u8] = b"";
 
-/// A stable digest of an encoded object: what an old owner offers before pushing.
-pub(crate) fn object_digest(object: &[u8]) -> u64 {
-    xxhash_rust::xxh3::xxh3_64(object)
+/// A byte rate shared by concurrent transfers: each waits until its bytes fit.
+#[derive(Debug, Default)]
+pub(crate) struct ByteBudget {
+    /// When the budget is next free.
+    next_free: Mutex<Option<Instant>>,
+}
+
+impl ByteBudget {
+    /// Waits until `bytes` fit `rate` bytes per second (0: unlimited).
+    pub(crate) async fn spend(&self, bytes: usize, rate: u64) {
+        if rate == 0 || bytes == 0 {
+            return;
+        }
+        let cost = Duration::from_secs_f64(bytes as f64 / rate as f64);
+        let start = {
+            let mut next_free = self.next_free.lock().expect("budget poisoned");
+            let now = Instant::now();
+            let start = next_free.map_or(now, |free| free.max(now));
+            *next_free = Some(start + cost);
+            start
+        };
+        tokio::time::sleep_until(start.into()).await;
+    }
 }
 
 impl Node {
@@ -534,18 +555,7 @@ impl Node {
     /// Waits until `bytes` fit the shared byte budget (`handoff.max_bytes_per_sec`).
     pub(crate) async fn throttle(&self, bytes: usize) {
         let rate = self.handoff_config().max_bytes_per_sec;
-        if rate == 0 || bytes == 0 {
-            return;
-        }
-        let cost = Duration::from_secs_f64(bytes as f64 / rate as f64);
-        let start = {
-            let mut budget = self.handoff_state().budget.lock().expect("budget poisoned");
-            let now = Instant::now();
-            let start = budget.map_or(now, |free| free.max(now));
-            *budget = Some(start + cost);
-            start
-        };
-        tokio::time::sleep_until(start.into()).await;
+        self.handoff_state().budget.spend(bytes, rate).await;
     }
 
     /// Hands off every partition this node holds but does not own in the settled ring:

@@ -11,7 +11,10 @@
 //! each), and old owners offer what they no longer own before deleting it; and sloppy
 //! quorum with hinted handoff (`hints`): an owner that is convicted or refuses a call is
 //! replaced by the next healthy fallback, which keeps a hint and delivers it when the owner
-//! is back. Anti-entropy comes next.
+//! is back; and active anti-entropy (`aae`, [`Node::run_aae`]): a tictac Merkle tree per
+//! partition, kept current inside every object write, compared with the other replicas
+//! in the background to repair only the keys that differ, and the reaping of tombstones
+//! that every owner holds once their grace period is over.
 //!
 //! ```text
 //!  dotkv-rpc (tarpc) --implements--> Transport <--calls-- Node (coordinator, replica)
@@ -19,7 +22,8 @@
 //!        +--serves--> Node::put/get/replicas,              |     Cluster (gossip loop,
 //!                     write_replica/read_replica           |     ring, liveness)
 //!                                                          v
-//!                                                    Storage (objects, meta)
+//!                                                    Storage (objects, hints, meta)
+//!                                                    + a Merkle tree per partition
 //! ```
 //!
 //! Key types: [`Node`] (requests), [`Cluster`] / [`Routing`] (the view a request routes
@@ -31,6 +35,7 @@
 #![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
 #![deny(rustdoc::broken_intra_doc_links)]
 
+mod aae;
 mod cluster;
 mod config;
 mod error;
@@ -44,11 +49,12 @@ mod request;
 pub mod testing;
 mod transport;
 
+pub use aae::{AaeConfig, AaeView, ExchangeView};
 pub use cluster::{Cluster, ClusterOptions, META_CLUSTER_STATE, Routing};
 pub use config::{LimitsConfig, ReplicationConfig};
 pub use error::{Error, Result};
 pub use handoff::{HandoffConfig, HandoffPage, PageMode, TransferView};
-pub use node::Node;
+pub use node::{Node, NodeSettings};
 pub use object::{Object, Value, decode_object, encode_object};
 pub use request::{GetReply, GetRequest, PutReply, PutRequest, ReplicaView, ReplicasReply};
 pub use transport::{Transport, TransportError};

@@ -28,8 +28,11 @@ use dotkv_versioning::{ContextToken, ReplicaId, VersionVector};
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
 
+use crate::aae::{AaeConfig, AaeState};
 use crate::handoff::{HandoffConfig, HandoffState};
-use crate::object::{context_of, decode_object, encode_object, is_stale, live_values, merge_into};
+use crate::object::{
+    context_of, decode_object, deleted_at_ms, encode_object, is_stale, live_values, merge_into,
+};
 use crate::quorum::{Counts, Progress, Quorums};
 use crate::{
     Cluster, Error, GetReply, GetRequest, LimitsConfig, Object, PutReply, PutRequest, ReplicaView,
@@ -56,6 +59,22 @@ struct NodeInner {
     /// Ownership handoff: its settings and its running transfers.
     handoff: HandoffConfig,
     handoff_state: HandoffState,
+    /// Anti-entropy: its settings, the partitions' trees and the exchanges.
+    aae: AaeConfig,
+    aae_state: AaeState,
+}
+
+/// A node's settings, as the server's configuration gives them.
+#[derive(Debug, Clone, Default)]
+pub struct NodeSettings {
+    /// N, R, W, PR, PW (`[replication]`).
+    pub replication: ReplicationConfig,
+    /// Key, value and sibling limits (`[limits]`).
+    pub limits: LimitsConfig,
+    /// Ownership handoff and hint delivery (`[handoff]`).
+    pub handoff: HandoffConfig,
+    /// Anti-entropy (`[aae]`, and `storage.tombstone_grace_s`).
+    pub aae: AaeConfig,
 }
 
 /// The result of one replica's read: who, and what it holds.
@@ -73,21 +92,27 @@ impl Node {
         store: Arc<dyn Storage>,
         transport: Arc<dyn Transport>,
         replica: ReplicaId,
-        config: ReplicationConfig,
-        limits: LimitsConfig,
-        handoff: HandoffConfig,
+        settings: NodeSettings,
     ) -> Self {
         let id = cluster.node_id();
+        let NodeSettings {
+            replication,
+            limits,
+            handoff,
+            aae,
+        } = settings;
         Self(Arc::new(NodeInner {
             replica,
             id,
             cluster,
             store,
             transport,
-            config,
+            config: replication,
             limits,
             handoff,
             handoff_state: HandoffState::default(),
+            aae,
+            aae_state: AaeState::default(),
         }))
     }
 
@@ -110,6 +135,14 @@ impl Node {
 
     pub(crate) fn handoff_state(&self) -> &HandoffState {
         &self.0.handoff_state
+    }
+
+    pub(crate) fn aae_config(&self) -> &AaeConfig {
+        &self.0.aae
+    }
+
+    pub(crate) fn aae_state(&self) -> &AaeState {
+        &self.0.aae_state
     }
 
     /// Writes or deletes a key (see the module docs for the protocol).
@@ -452,7 +485,12 @@ impl Node {
         (w, pw): (usize, usize),
     ) -> Result<PutReply> {
         let PutRequest { key, value, .. } = request;
-        let value = value.map_or(Value::Tombstone, Value::Data);
+        let value = value.map_or_else(
+            || Value::Tombstone {
+                deleted_at_ms: crate::aae::now_ms(),
+            },
+            Value::Data,
+        );
         let (object, context) = self.update_local(partition, &key, context, value).await?;
         let targets = WriteTargets::of(routing, partition, |id| self.0.cluster.is_down(id));
         let mut quorums = Quorums::new(
@@ -525,6 +563,10 @@ impl Node {
     ) -> Result<(Vec<u8>, VersionVector)> {
         let replica = self.0.replica;
         let max = self.0.limits.max_siblings;
+        let deleted_at = match value {
+            Value::Tombstone { deleted_at_ms } => Some(deleted_at_ms),
+            Value::Data(_) => None,
+        };
         // The update runs inside the storage's write transaction; it leaves the new
         // object's context here for the reply.
         let joined = Arc::new(Mutex::new(VersionVector::new()));
@@ -556,12 +598,13 @@ impl Node {
             Ok(Update::Put(encode_object(&updated)))
         });
         let stored = self
-            .0
-            .store
             .update_object(partition, key, update)
             .await
             .map_err(tx_error)?
             .ok_or_else(|| Error::Internal("the update stored nothing".into()))?;
+        if let Some(deleted_at) = deleted_at {
+            self.note_tombstone(partition, key, deleted_at);
+        }
         let context = std::mem::take(&mut *joined.lock().expect("context slot poisoned"));
         Ok((stored, context))
     }
@@ -575,9 +618,13 @@ impl Node {
         incoming: Object,
         encoded: Bytes,
     ) -> Result<()> {
-        let key = dotkv_storage::keys::object_key(partition, key);
-        self.merge_stored(Keyspace::Objects, &key, incoming, encoded)
+        let deleted_at = deleted_at_ms(&incoming);
+        let encoded_key = dotkv_storage::keys::object_key(partition, key);
+        self.merge_stored(Keyspace::Objects, &encoded_key, incoming, encoded)
             .await?;
+        if let Some(deleted_at) = deleted_at {
+            self.note_tombstone(partition, key, deleted_at);
+        }
         Ok(())
     }
 
@@ -611,9 +658,7 @@ impl Node {
                 }
             })
         });
-        self.0
-            .store
-            .update(space, key, update)
+        self.update_stored(space, key, update)
             .await
             .map_err(tx_error)?;
         Ok(growth.load(Ordering::Relaxed))
@@ -637,12 +682,25 @@ impl Node {
                 Update::Keep
             })
         });
-        self.0
-            .store
-            .update(space, key, update)
+        self.update_stored(space, key, update)
             .await
             .map_err(tx_error)?;
         Ok(deleted.load(Ordering::Relaxed))
+    }
+
+    /// A read-modify-write of `key` (encoded) in `space`; an object's goes through
+    /// [`update_object`](Self::update_object), which keeps its tree current.
+    async fn update_stored(
+        &self,
+        space: Keyspace,
+        key: &[u8],
+        update: UpdateFn,
+    ) -> std::result::Result<Option<Vec<u8>>, dotkv_storage::TxError> {
+        if space == Keyspace::Objects {
+            let (partition, key) = dotkv_storage::keys::split_object_key(key)?;
+            return self.update_object(partition, key, update).await;
+        }
+        self.0.store.update(space, key, update).await
     }
 
     /// Reads replica `node`'s object: from the local store for this node, else over the

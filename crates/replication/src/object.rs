@@ -17,8 +17,13 @@ pub enum Value {
     /// value instead of copying it.
     Data(Bytes),
     /// A delete: it supersedes what the deleting client had seen, like any write, and
-    /// reads skip it.
-    Tombstone,
+    /// reads skip it. It carries the coordinator's wall-clock time of the delete, so that
+    /// every replica reaps it at the same time (`storage.tombstone_grace_s` after it) and
+    /// anti-entropy stops spreading it then.
+    Tombstone {
+        /// When the delete was coordinated, in milliseconds since the Unix epoch.
+        deleted_at_ms: u64,
+    },
 }
 
 /// The stored form of one key: its siblings and their causal history.
@@ -42,9 +47,22 @@ pub(crate) fn live_values(object: &Object) -> Vec<Bytes> {
         .into_iter()
         .filter_map(|value| match value {
             Value::Data(bytes) => Some(bytes.clone()),
-            Value::Tombstone => None,
+            Value::Tombstone { .. } => None,
         })
         .collect()
+}
+
+/// When `object` is a deleted key (it holds only tombstones): the time of its latest
+/// delete, in milliseconds since the Unix epoch; `None` while it holds a value.
+pub(crate) fn deleted_at_ms(object: &Object) -> Option<u64> {
+    let values = object.values();
+    if values.is_empty() {
+        return None;
+    }
+    values.into_iter().try_fold(0, |latest, value| match value {
+        Value::Tombstone { deleted_at_ms } => Some(latest.max(*deleted_at_ms)),
+        Value::Data(_) => None,
+    })
 }
 
 /// Merges `incoming` into the `stored` object (replica synchronization). Returns `None`

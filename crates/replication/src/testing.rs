@@ -233,6 +233,42 @@ impl Transport for MemTransport {
         .await
     }
 
+    async fn aae_tree(
+        &self,
+        addr: &str,
+        partition: u32,
+        branches: Vec<u32>,
+    ) -> Result<Option<Vec<u64>>, TransportError> {
+        self.call(addr, |node| async move {
+            Ok(node.aae_tree(partition, &branches))
+        })
+        .await
+    }
+
+    async fn aae_keys(
+        &self,
+        addr: &str,
+        partition: u32,
+        leaves: Vec<u32>,
+    ) -> Result<Vec<(Bytes, u64)>, TransportError> {
+        self.call(addr, |node| async move {
+            node.aae_keys(partition, &leaves).await
+        })
+        .await
+    }
+
+    async fn aae_sync(
+        &self,
+        addr: &str,
+        partition: u32,
+        objects: Vec<(Bytes, Option<Bytes>)>,
+    ) -> Result<Vec<(Bytes, Bytes)>, TransportError> {
+        self.call(addr, |node| async move {
+            node.aae_sync(partition, objects).await
+        })
+        .await
+    }
+
     async fn push_partition(
         &self,
         addr: &str,

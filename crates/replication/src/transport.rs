@@ -135,4 +135,31 @@ pub trait Transport: Send + Sync + fmt::Debug + 'static {
         addr: &str,
         key: Bytes,
     ) -> Result<Vec<(String, Bytes)>, TransportError>;
+
+    /// Anti-entropy: the branch hashes of the tree of `partition` at `addr` (`branches`
+    /// empty), or the leaf hashes of `branches`; `None` while that tree is not built.
+    async fn aae_tree(
+        &self,
+        addr: &str,
+        partition: u32,
+        branches: Vec<u32>,
+    ) -> Result<Option<Vec<u64>>, TransportError>;
+
+    /// Anti-entropy: `(key, object digest)` of every key the node at `addr` holds in
+    /// `leaves` of `partition`.
+    async fn aae_keys(
+        &self,
+        addr: &str,
+        partition: u32,
+        leaves: Vec<u32>,
+    ) -> Result<Vec<(Bytes, u64)>, TransportError>;
+
+    /// Anti-entropy repair: the node at `addr` merges each sent object and answers its own
+    /// object for the keys where it holds something the sender lacks.
+    async fn aae_sync(
+        &self,
+        addr: &str,
+        partition: u32,
+        objects: Vec<(Bytes, Option<Bytes>)>,
+    ) -> Result<Vec<(Bytes, Bytes)>, TransportError>;
 }

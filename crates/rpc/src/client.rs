@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use dotkv_membership::{GossipRequest, GossipResponse};
 use dotkv_replication::{
-    Error, GetReply, GetRequest, HandoffPage, PageMode, PutReply, PutRequest, ReplicasReply,
-    Transport, TransportError,
+    AaeView, Error, GetReply, GetRequest, HandoffPage, PageMode, PutReply, PutRequest,
+    ReplicasReply, Transport, TransportError,
 };
 use tarpc::client::RpcError as TarpcError;
 use tarpc::context::Context;
@@ -348,6 +348,46 @@ impl Client {
         self.call(self.inner.read_hints(self.context(), key)).await
     }
 
+    /// The node's anti-entropy: trees, exchanges, repairs, reaped tombstones.
+    pub async fn aae(&self) -> Result<AaeView, RpcError> {
+        self.inner
+            .aae(self.context())
+            .await
+            .map_err(|e| self.error(e))
+    }
+
+    /// Anti-entropy: branch or leaf hashes of a partition's tree (peers).
+    pub async fn aae_tree(
+        &self,
+        partition: u32,
+        branches: Vec<u32>,
+    ) -> Result<Option<Vec<u64>>, RpcError> {
+        self.inner
+            .aae_tree(self.context(), partition, branches)
+            .await
+            .map_err(|e| self.error(e))
+    }
+
+    /// Anti-entropy: `(key, digest)` of the keys in leaves of a partition (peers).
+    pub async fn aae_keys(
+        &self,
+        partition: u32,
+        leaves: Vec<u32>,
+    ) -> Result<Vec<(Bytes, u64)>, RpcError> {
+        self.call(self.inner.aae_keys(self.context(), partition, leaves))
+            .await
+    }
+
+    /// Anti-entropy repair (peers).
+    pub async fn aae_sync(
+        &self,
+        partition: u32,
+        objects: Vec<(Bytes, Option<Bytes>)>,
+    ) -> Result<Vec<(Bytes, Bytes)>, RpcError> {
+        self.call(self.inner.aae_sync(self.context(), partition, objects))
+            .await
+    }
+
     /// Makes the node, alone in its cluster and empty, join the cluster of `seed`.
     pub async fn join(&self, seed: &str) -> Result<(), RpcError> {
         self.call(self.inner.join(self.context(), seed.to_owned()))
@@ -611,6 +651,46 @@ impl Transport for TarpcTransport {
         self.call(addr, true, |client| {
             let key = key.clone();
             async move { client.read_hints(key).await }
+        })
+        .await
+    }
+
+    async fn aae_tree(
+        &self,
+        addr: &str,
+        partition: u32,
+        branches: Vec<u32>,
+    ) -> Result<Option<Vec<u64>>, TransportError> {
+        self.call(addr, true, |client| {
+            let branches = branches.clone();
+            async move { client.aae_tree(partition, branches).await }
+        })
+        .await
+    }
+
+    async fn aae_keys(
+        &self,
+        addr: &str,
+        partition: u32,
+        leaves: Vec<u32>,
+    ) -> Result<Vec<(Bytes, u64)>, TransportError> {
+        self.call(addr, true, |client| {
+            let leaves = leaves.clone();
+            async move { client.aae_keys(partition, leaves).await }
+        })
+        .await
+    }
+
+    async fn aae_sync(
+        &self,
+        addr: &str,
+        partition: u32,
+        objects: Vec<(Bytes, Option<Bytes>)>,
+    ) -> Result<Vec<(Bytes, Bytes)>, TransportError> {
+        // Merges are idempotent: a retried repair changes nothing more.
+        self.call(addr, true, |client| {
+            let objects = objects.clone();
+            async move { client.aae_sync(partition, objects).await }
         })
         .await
     }

@@ -5,7 +5,8 @@ use std::future::Future;
 use bytes::Bytes;
 use dotkv_membership::{GossipRequest, GossipResponse};
 use dotkv_replication::{
-    Error, GetReply, GetRequest, HandoffPage, Node, PageMode, PutReply, PutRequest, ReplicasReply,
+    AaeView, Error, GetReply, GetRequest, HandoffPage, Node, PageMode, PutReply, PutRequest,
+    ReplicasReply,
 };
 use futures::StreamExt;
 use tarpc::context::Context;
@@ -99,6 +100,32 @@ impl NodeService for NodeServer {
 
     async fn read_hints(self, _: Context, key: Bytes) -> Result<Vec<(String, Bytes)>, Error> {
         self.node.read_hints(key).await
+    }
+
+    async fn aae_tree(self, _: Context, partition: u32, branches: Vec<u32>) -> Option<Vec<u64>> {
+        self.node.aae_tree(partition, &branches)
+    }
+
+    async fn aae_keys(
+        self,
+        _: Context,
+        partition: u32,
+        leaves: Vec<u32>,
+    ) -> Result<Vec<(Bytes, u64)>, Error> {
+        self.node.aae_keys(partition, &leaves).await
+    }
+
+    async fn aae_sync(
+        self,
+        _: Context,
+        partition: u32,
+        objects: Vec<(Bytes, Option<Bytes>)>,
+    ) -> Result<Vec<(Bytes, Bytes)>, Error> {
+        self.node.aae_sync(partition, objects).await
+    }
+
+    async fn aae(self, _: Context) -> AaeView {
+        self.node.aae_view()
     }
 
     async fn join(self, _: Context, seed: String) -> Result<(), Error> {

@@ -3,8 +3,8 @@
 use bytes::Bytes;
 use dotkv_membership::{GossipRequest, GossipResponse};
 use dotkv_replication::{
-    Error, GetReply, GetRequest, HandoffPage, PageMode, PutReply, PutRequest, ReplicasReply,
-    TransferView,
+    AaeView, Error, GetReply, GetRequest, HandoffPage, PageMode, PutReply, PutRequest,
+    ReplicasReply, TransferView,
 };
 use serde::{Deserialize, Serialize};
 
@@ -42,6 +42,18 @@ pub(crate) trait NodeService {
     async fn write_hint(target: String, key: Bytes, object: Bytes) -> Result<(), Error>;
     /// The hints this node keeps for a key, by target (peers).
     async fn read_hints(key: Bytes) -> Result<Vec<(String, Bytes)>, Error>;
+    /// Anti-entropy: branch hashes of a partition's tree, or leaf hashes of branches
+    /// (peers).
+    async fn aae_tree(partition: u32, branches: Vec<u32>) -> Option<Vec<u64>>;
+    /// Anti-entropy: `(key, digest)` of the keys in leaves of a partition (peers).
+    async fn aae_keys(partition: u32, leaves: Vec<u32>) -> Result<Vec<(Bytes, u64)>, Error>;
+    /// Anti-entropy repair: merges the sent objects, answers what the sender lacks (peers).
+    async fn aae_sync(
+        partition: u32,
+        objects: Vec<(Bytes, Option<Bytes>)>,
+    ) -> Result<Vec<(Bytes, Bytes)>, Error>;
+    /// This node's anti-entropy: trees, exchanges, repairs, reaped tombstones (clients).
+    async fn aae() -> AaeView;
     /// Makes this node, alone in its cluster, join the cluster of `seed` (clients).
     async fn join(seed: String) -> Result<(), Error>;
     /// Makes this node leave the cluster once its data lives elsewhere (clients).

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use dotkv_membership::{MembershipConfig, NodeState, NodeStatus, RingParams};
 use dotkv_replication::{
-    Cluster, ClusterOptions, HandoffConfig, LimitsConfig, Node, ReplicationConfig, Transport,
+    Cluster, ClusterOptions, HandoffConfig, Node, NodeSettings, ReplicationConfig, Transport,
 };
 use dotkv_rpc::{Client, TarpcTransport};
 use dotkv_storage::MemoryStorage;
@@ -57,11 +57,13 @@ async fn node(id: &str, seeds: Vec<String>) -> (Cluster, String, tokio::sync::wa
         store,
         transport,
         dotkv_versioning::ReplicaId::from_name(id),
-        config,
-        LimitsConfig::default(),
-        HandoffConfig {
-            interval_ms: 50,
-            ..HandoffConfig::default()
+        NodeSettings {
+            replication: config,
+            handoff: HandoffConfig {
+                interval_ms: 50,
+                ..HandoffConfig::default()
+            },
+            ..NodeSettings::default()
         },
     );
     let (stop, stopped) = tokio::sync::watch::channel(());
