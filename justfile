@@ -277,6 +277,132 @@ bench-sloppy seconds="20":
     ended=$(date +%s.%N)
     python3 -c 'import sys; print(f"hints: {sys.argv[1]} hinted keys delivered {float(sys.argv[3]) - float(sys.argv[2]):.1f} s after n4 and n5 were restarted")' "$held" "$began" "$ended"
 
+# Anti-entropy figures (release build; nodes and client share the machine's cores):
+# bench-aae-cost, then bench-aae-repair.
+bench-aae: bench-aae-cost bench-aae-repair
+
+# The write cost of keeping Merkle trees: `dotkv bench -w w` on 3 nodes with and without
+# `aae.enabled`, alternating ROUNDS times, each run beside a `ping` of the same cluster.
+bench-aae-cost rounds="3" seconds="10":
+    #!/usr/bin/env bash
+    set -euo pipefail
+    cargo build --release -p dotkv-bins
+    mkdir -p target/bench
+    data=$(mktemp -d target/bench/aae.XXXXXX)
+    declare -A pids
+    cleanup() {
+        for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+        for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+        rm -rf "$data"
+    }
+    trap cleanup EXIT
+    start() {
+        local i=$1; shift
+        target/release/dotkv-server --node-id "a$i" --listen "127.0.0.1:760$i" \
+            --data-dir "$data/a$i" "$@" >> "target/bench/aae-a$i.log" 2>&1 &
+        pids[$i]=$!
+    }
+    stop_all() {
+        for i in "${!pids[@]}"; do kill -TERM "${pids[$i]}" 2>/dev/null || true; wait "${pids[$i]}" 2>/dev/null || true; done
+        pids=()
+        rm -rf "$data"/*
+    }
+    settle() {
+        for attempt in $(seq 1 300); do
+            up=$(target/release/dotkv --node 127.0.0.1:7601 --json status 2>/dev/null \
+                | python3 -c 'import json,sys; s=json.load(sys.stdin); r=s.get("ring"); print(sum(n["status"]=="up" for n in s["nodes"]) if r and not r["pending"] else 0)') || up=0
+            [ "$up" -eq "$1" ] && return
+            sleep 0.3
+        done
+        echo "the cluster did not settle" >&2; exit 1
+    }
+    rm -f target/bench/aae-a*.log
+    echo "machine: $(nproc) cores; 3 nodes, LMDB, storage.sync = true, N=3 R=2 W=2, 1 KiB values, 10000 keys, 64 in flight, {{seconds}} s per workload"
+    for round in $(seq 1 {{rounds}}); do
+        for enabled in true false; do
+            export DOTKV_AAE__ENABLED=$enabled
+            start 1; start 2 --seeds 127.0.0.1:7601; start 3 --seeds 127.0.0.1:7601
+            settle 3
+            nodes=127.0.0.1:7601,127.0.0.1:7602,127.0.0.1:7603
+            target/release/dotkv --json bench --nodes "$nodes" --workload ping --value-size 1024 \
+                --concurrency 64 --duration 5 > "target/bench/aae-ping-$enabled-$round.json"
+            target/release/dotkv --json bench --nodes "$nodes" --workload w --keys 10000 --value-size 1024 \
+                --concurrency 64 --duration {{seconds}} > "target/bench/aae-w-$enabled-$round.json"
+            echo -n "round $round, aae.enabled = $enabled: "; python3 benches/summarize.py "target/bench/aae-ping-$enabled-$round.json"
+            echo -n "round $round, aae.enabled = $enabled: "; python3 benches/summarize.py "target/bench/aae-w-$enabled-$round.json"
+            stop_all
+        done
+    done
+
+# Repair: 2 nodes, N = 2, loaded with KEYS keys of 100 B; one is killed, DIFFER keys are
+# written to the other alone, and the killed one restarts: its tree rebuild time, and the
+# time and bytes to repair the keys.
+bench-aae-repair keys="1000000" differ="100":
+    #!/usr/bin/env bash
+    set -euo pipefail
+    cargo build --release -p dotkv-bins
+    mkdir -p target/bench
+    data=$(mktemp -d target/bench/aae.XXXXXX)
+    declare -A pids
+    cleanup() {
+        for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+        for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+        rm -rf "$data"
+    }
+    trap cleanup EXIT
+    start() {
+        local i=$1; shift
+        target/release/dotkv-server --node-id "a$i" --listen "127.0.0.1:760$i" \
+            --data-dir "$data/a$i" "$@" >> "target/bench/aae-a$i.log" 2>&1 &
+        pids[$i]=$!
+    }
+    stop_all() {
+        for i in "${!pids[@]}"; do kill -TERM "${pids[$i]}" 2>/dev/null || true; wait "${pids[$i]}" 2>/dev/null || true; done
+        pids=()
+        rm -rf "$data"/*
+    }
+    settle() {
+        for attempt in $(seq 1 300); do
+            up=$(target/release/dotkv --node 127.0.0.1:7601 --json status 2>/dev/null \
+                | python3 -c 'import json,sys; s=json.load(sys.stdin); r=s.get("ring"); print(sum(n["status"]=="up" for n in s["nodes"]) if r and not r["pending"] else 0)') || up=0
+            [ "$up" -eq "$1" ] && return
+            sleep 0.3
+        done
+        echo "the cluster did not settle" >&2; exit 1
+    }
+    rm -f target/bench/aae-a*.log
+    # Profile test (no fsync), so that loading a million keys takes minutes, not more.
+    export DOTKV_PROFILE=test DOTKV_REPLICATION__N=2 DOTKV_REPLICATION__R=1 DOTKV_REPLICATION__W=2 \
+        DOTKV_AAE__INTERVAL_MS=1000 DOTKV_STORAGE__LMDB_MAP_SIZE_MB=16384
+    start 1; start 2 --seeds 127.0.0.1:7601
+    settle 2
+    began=$(date +%s.%N)
+    target/release/dotkv --json bench --nodes 127.0.0.1:7601,127.0.0.1:7602 --workload c \
+        --keys {{keys}} --value-size 100 --concurrency 64 --ops 1 > /dev/null
+    loaded=$(date +%s.%N)
+    python3 -c 'import sys; print(f"repair: 2 nodes, N=2 W=2, LMDB without fsync, {sys.argv[1]} keys of 100 B loaded in {float(sys.argv[3]) - float(sys.argv[2]):.0f} s")' {{keys}} "$began" "$loaded"
+    aae() {
+        target/release/dotkv --node "127.0.0.1:760$1" --json aae 2>/dev/null \
+            | python3 -c 'import json,sys; a=json.load(sys.stdin); print(a["keys_repaired"], sum(e["bytes"] for e in a["exchanges"] if e["keys_repaired"] > 0), a["trees_built"], a["partitions"])' || echo "0 0 0 1"
+    }
+    sleep 3
+    read -r base _ _ _ <<< "$(aae 1)"
+    kill -9 "${pids[2]}"; wait "${pids[2]}" 2>/dev/null || true
+    for k in $(seq 1 {{differ}}); do
+        target/release/dotkv --node 127.0.0.1:7601 put "aae-differ-$k" "value-$k" --w 1 > /dev/null
+    done
+    : > target/bench/aae-a2.log
+    restarted=$(date +%s.%N)
+    start 2
+    while true; do
+        read -r r1 b1 _ _ <<< "$(aae 1)"; read -r r2 b2 built parts <<< "$(aae 2)"
+        [ $((r1 - base + r2)) -ge {{differ}} ] && break
+        sleep 0.1
+    done
+    repaired=$(date +%s.%N)
+    grep -o 'anti-entropy trees built.*' target/bench/aae-a2.log | head -1 || true
+    python3 -c 'import sys; print(f"repair: {sys.argv[1]} keys repaired {float(sys.argv[4]) - float(sys.argv[3]):.1f} s after the restart (tree rebuild included); bytes of the exchanges that did it (hashes, key lists, objects): {sys.argv[2]}")' "$((r1 - base + r2))" "$((b1 + b2))" "$restarted" "$repaired"
+
 # API docs for the workspace.
 doc:
     cargo doc --workspace --no-deps
