@@ -15,6 +15,12 @@ test:
     cargo build --workspace --bins
     cargo test --workspace --no-fail-fast
 
+# The nemesis and checker (tests/t50_chaos.rs) for SECONDS with SEED: 5 servers in
+# network namespaces (3 zones, a router), clients recording a history, faults chosen from
+# the seed, then the checker; the report is printed and kept in target/chaos/.
+chaos seconds="90" seed="20261126":
+    DOTKV_CHAOS_SECONDS={{seconds}} DOTKV_CHAOS_SEED={{seed}} cargo test -p dotkv --test t50_chaos -- --nocapture
+
 # Run the storage conformance suite for one backend: lmdb, sqlite or memory.
 test-storage backend:
     cargo test -p dotkv-storage --lib conformance::tests::{{backend}}

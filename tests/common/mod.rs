@@ -17,8 +17,12 @@ pub fn binary(name: &str) -> PathBuf {
     static BUILT: std::sync::Once = std::sync::Once::new();
     BUILT.call_once(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut args = vec!["build", "--quiet", "-p", "dotkv-bins", "--bins"];
+        if !cfg!(debug_assertions) {
+            args.push("--release"); // a release test run looks in target/release
+        }
         let status = Command::new(cargo)
-            .args(["build", "--quiet", "-p", "dotkv-bins", "--bins"])
+            .args(args)
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .status()
             .expect("run cargo build");
@@ -166,7 +170,21 @@ impl Server {
     /// Starts `dotkv-server ARGS` with `envs`, from the workspace root (so that
     /// `config/dotkv.toml` is found).
     pub fn start(args: &[&str], envs: &[(&str, &str)]) -> Self {
-        let mut command = Command::new(binary("dotkv-server"));
+        Self::start_in(None, args, envs)
+    }
+
+    /// [`start`](Self::start) inside network namespace `netns` (`ip netns exec`, which
+    /// execs the server: the child's PID is the server's).
+    pub fn start_in(netns: Option<&str>, args: &[&str], envs: &[(&str, &str)]) -> Self {
+        let server = binary("dotkv-server");
+        let mut command = match netns {
+            None => Command::new(server),
+            Some(netns) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", netns]).arg(server);
+                command
+            }
+        };
         command
             .args(args)
             .current_dir(env!("CARGO_MANIFEST_DIR"))
