@@ -127,8 +127,9 @@ bench-micro:
 
 # A 3-node cluster on 127.0.0.1:7101-7103 (release build, LMDB, storage.sync = true,
 # N=3 R=2 W=2) driven by `dotkv bench`: 1 KiB values, 10 000 keys, 64 in flight,
-# workloads ping, w, a, c for SECONDS each. JSON reports land in target/bench/.
-bench-cluster seconds="10":
+# workloads ping, w, a, c for SECONDS each, THREADS runtime threads per server. JSON
+# reports land in target/bench/.
+bench-cluster seconds="10" threads="0":
     #!/usr/bin/env bash
     set -euo pipefail
     cargo build --release -p dotkv-bins
@@ -142,6 +143,9 @@ bench-cluster seconds="10":
     }
     trap cleanup EXIT
     nodes=127.0.0.1:7101,127.0.0.1:7102,127.0.0.1:7103
+    # Three servers and the client share the machine: THREADS runtime threads each (0: one
+    # per core, the server's default).
+    export DOTKV_SERVER__WORKER_THREADS={{threads}}
     for i in 1 2 3; do
         seeds=()
         if [ "$i" -gt 1 ]; then seeds=(--seeds 127.0.0.1:7101); fi
@@ -155,7 +159,7 @@ bench-cluster seconds="10":
         [ "$up" -eq 3 ] && break
         sleep 0.3
     done
-    echo "cluster: 3 nodes, LMDB, storage.sync = true, N=3 R=2 W=2; $(nproc) cores"
+    echo "cluster: 3 nodes, LMDB, storage.sync = true, N=3 R=2 W=2; $(nproc) cores; server.worker_threads = {{threads}}"
     for workload in ping w a c; do
         extra=()
         if [ "$workload" = c ]; then extra=(--no-load); fi

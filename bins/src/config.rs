@@ -65,6 +65,30 @@ pub struct ServerConfig {
     pub aae: AaeConfig,
     /// `[rpc]`.
     pub rpc: RpcConfig,
+    /// `[server]`: the process itself.
+    pub server: ProcessConfig,
+}
+
+/// Settings of the server process (`[server]`, `DOTKV_SERVER__*`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProcessConfig {
+    /// Threads of the async runtime; 0 (the default): one per core. Several servers on
+    /// one machine (a local cluster, the benchmarks) do better with fewer each.
+    pub worker_threads: usize,
+}
+
+impl ProcessConfig {
+    /// Checks the values, naming the offending key.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.worker_threads > 1024 {
+            return Err(format!(
+                "server.worker_threads = {} must be at most 1024 (0: one per core)",
+                self.worker_threads
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Default for ServerConfig {
@@ -85,6 +109,7 @@ impl Default for ServerConfig {
             handoff: HandoffConfig::default(),
             aae: AaeConfig::default(),
             rpc: RpcConfig::default(),
+            server: ProcessConfig::default(),
         }
     }
 }
@@ -152,6 +177,7 @@ impl ServerConfig {
         self.handoff.validate()?;
         self.aae.validate()?;
         self.rpc.validate()?;
+        self.server.validate()?;
         self.limits.validate()?;
         Ok(())
     }
@@ -356,6 +382,16 @@ mod tests {
             err.to_string().contains("limits.max_key_bytes = 0"),
             "{err}"
         );
+
+        let file = write_config("[default]\nserver.worker_threads = 5000\naae.concurrency = 1\n");
+        let err = load(Some(file.path()), "default", &Overrides::default()).unwrap_err();
+        assert!(
+            err.to_string().contains("server.worker_threads = 5000"),
+            "{err}"
+        );
+        let file = write_config("[default]\naae.concurrency = 0\n");
+        let err = load(Some(file.path()), "default", &Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("aae.concurrency = 0"), "{err}");
 
         let file = write_config("[default]\nstorage.bakend = \"lmdb\"\n");
         let err = load(Some(file.path()), "default", &Overrides::default()).unwrap_err();
