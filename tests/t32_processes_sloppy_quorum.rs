@@ -98,16 +98,7 @@ fn writes_survive_two_killed_nodes_and_hints_reach_them_even_after_a_fallback_is
             server: Some(server),
         });
     }
-    let settled = eventually(WAIT, || {
-        let status = client_json(&nodes[0].addr, &["status"]);
-        let up = status["nodes"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|n| n["status"] == "up")
-            .count();
-        up == 5 && status["ring"]["pending"].is_null()
-    });
+    let settled = eventually(WAIT, || common::settled(&nodes[0].addr, 5));
     assert!(settled, "the five nodes did not settle");
     let runtime = tokio::runtime::Runtime::new().unwrap();
 

@@ -44,16 +44,7 @@ fn a_node_restarted_on_an_empty_data_dir_gets_every_key_back_without_reads() {
     let _n1 = start("n1", &addrs[0], &data("n1"), None);
     let _n2 = start("n2", &addrs[1], &data("n2"), Some(&addrs[0]));
     let mut n3 = start("n3", &addrs[2], &data("n3"), Some(&addrs[0]));
-    let settled = eventually(WAIT, || {
-        let status = client_json(&addrs[0], &["status"]);
-        let up = status["nodes"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|n| n["status"] == "up")
-            .count();
-        up == 3 && status["ring"]["pending"].is_null()
-    });
+    let settled = eventually(WAIT, || common::settled(&addrs[0], 3));
     assert!(settled, "the three nodes did not settle");
 
     let runtime = tokio::runtime::Runtime::new().unwrap();

@@ -68,6 +68,13 @@ fn must(program: &str, args: &[&str]) {
     );
 }
 
+/// Runs `ip ARGS` inside namespace `ns`; panics with its message when it fails.
+fn ip_in(ns: &str, args: &[&str]) {
+    let mut all = vec!["netns", "exec", ns, "ip"];
+    all.extend_from_slice(args);
+    must("ip", &all);
+}
+
 /// The namespaces, bridges and links of one run; dropping it removes them all.
 struct Net {
     tag: String,
@@ -116,11 +123,7 @@ impl Net {
         }
         let net = Self { tag, nodes };
         let r = net.router();
-        let inr = |args: &[&str]| {
-            let mut all = vec!["netns", "exec", r.as_str(), "ip"];
-            all.extend_from_slice(args);
-            must("ip", &all);
-        };
+        let inr = |args: &[&str]| ip_in(&r, args);
         inr(&["link", "set", "lo", "up"]);
         must(
             "ip",
@@ -166,11 +169,7 @@ impl Net {
                 ],
             );
             must("ip", &["link", "set", &inside, "netns", &ns]);
-            let inn = |args: &[&str]| {
-                let mut all = vec!["netns", "exec", ns.as_str(), "ip"];
-                all.extend_from_slice(args);
-                must("ip", &all);
-            };
+            let inn = |args: &[&str]| ip_in(&ns, args);
             inn(&["link", "set", "lo", "up"]);
             inn(&["link", "set", &inside, "name", "eth0"]);
             let addr = format!("{}.{}/28", net.nodes, Self::host(i));
@@ -204,18 +203,12 @@ impl Net {
     fn isolate(&self, i: usize, isolated: bool) {
         let state = if isolated { "down" } else { "up" };
         let ns = self.node(i);
-        must(
-            "ip",
-            &["netns", "exec", &ns, "ip", "link", "set", "eth0", state],
-        );
+        ip_in(&ns, &["link", "set", "eth0", state]);
         if !isolated {
             // A link brought up loses its routes: the default route again.
-            let gw = self.gateway(ZONE[i]);
-            let _ = sh(
-                "ip",
-                &[
-                    "netns", "exec", &ns, "ip", "route", "replace", "default", "via", &gw,
-                ],
+            ip_in(
+                &ns,
+                &["route", "replace", "default", "via", &self.gateway(ZONE[i])],
             );
         }
     }
@@ -229,22 +222,8 @@ impl Net {
         let subnet = |z: usize| format!("{}.{}/28", self.nodes, 16 * z);
         for other in (0..3).filter(|&z| z != zone) {
             for (from, to) in [(zone, other), (other, zone)] {
-                must(
-                    "ip",
-                    &[
-                        "netns",
-                        "exec",
-                        &r,
-                        "ip",
-                        "rule",
-                        action,
-                        "from",
-                        &subnet(from),
-                        "to",
-                        &subnet(to),
-                        "blackhole",
-                    ],
-                );
+                let (from, to) = (subnet(from), subnet(to));
+                ip_in(&r, &["rule", action, "from", &from, "to", &to, "blackhole"]);
             }
         }
     }
@@ -252,19 +231,9 @@ impl Net {
     /// Cuts zone `zone` from the router (`cut` = false: restores it).
     fn partition_zone(&self, zone: usize, cut: bool) {
         let state = if cut { "down" } else { "up" };
-        let r = self.router();
-        must(
-            "ip",
-            &[
-                "netns",
-                "exec",
-                &r,
-                "ip",
-                "link",
-                "set",
-                &format!("gp{zone}"),
-                state,
-            ],
+        ip_in(
+            &self.router(),
+            &["link", "set", &format!("gp{zone}"), state],
         );
     }
 }
@@ -643,14 +612,7 @@ fn no_acknowledged_write_is_lost_under_partitions_crashes_and_pauses() {
     }
     let addrs: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();
     let settled = common::eventually(Duration::from_secs(60), || {
-        let status = common::client_json(&addrs[0], &["status"]);
-        let up = status["nodes"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|n| n["status"] == "up")
-            .count();
-        up == NODES && status["ring"]["pending"].is_null()
+        common::settled(&addrs[0], NODES)
     });
     assert!(settled, "the cluster did not settle");
 

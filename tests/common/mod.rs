@@ -326,3 +326,16 @@ pub fn every_key(
         true
     })
 }
+
+/// Whether the node at `addr` sees `members` members up, in a ring with no transition
+/// pending.
+pub fn settled(addr: &str, members: usize) -> bool {
+    let status = client_json(addr, &["status"]);
+    let up = status["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|n| n["status"] == "up")
+        .count();
+    up == members && status["ring"]["pending"].is_null()
+}
