@@ -174,6 +174,11 @@ pub(crate) struct AaeState {
     reaped: AtomicU64,
 }
 
+/// Whether `object` is a deleted key whose tombstone is past its grace period at `now`.
+fn past_grace(object: &crate::Object, grace_ms: u64, now: u64) -> bool {
+    deleted_at_ms(object).is_some_and(|at| at + grace_ms <= now)
+}
+
 pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -420,7 +425,7 @@ impl Node {
                     let sent = decode_object(sent, "an anti-entropy repair")?;
                     merge_into(&sent, &object).is_some()
                 }
-                None => deleted_at_ms(&object).is_none_or(|at| at + grace_ms > now),
+                None => !past_grace(&object, grace_ms, now),
             };
             Ok::<_, Error>(answer.then(|| (key, Bytes::from(held))))
         });
@@ -591,7 +596,7 @@ impl Node {
     }
 
     /// The exchange itself: `None` when either tree is not built; else the keys repaired
-    /// and the bytes of objects moved.
+    /// and the bytes exchanged (hashes, key lists, objects).
     async fn compare_and_repair(
         &self,
         routing: &Routing,
@@ -652,10 +657,7 @@ impl Node {
                 let held = self.store().get_object(partition, key).await?;
                 let expired = |object: &[u8]| {
                     decode_object(object, "the local store")
-                        .ok()
-                        .as_ref()
-                        .and_then(deleted_at_ms)
-                        .is_some_and(|at| at + grace_ms <= now)
+                        .is_ok_and(|object| past_grace(&object, grace_ms, now))
                 };
                 // A tombstone past its grace is not sent where nothing is held: it is
                 // about to be reaped there too.
