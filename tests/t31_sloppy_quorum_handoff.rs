@@ -31,6 +31,20 @@ async fn holds(cluster: &TestCluster, i: usize, key: &str, value: &str) -> bool 
     })
 }
 
+/// Whether, within 20 s, each of `nodes` holds `value` for `key` and no hint is left: the
+/// hints reached their owners.
+async fn delivered(cluster: &TestCluster, nodes: &[usize], key: &str, value: &str) -> bool {
+    eventually(20, || async move {
+        for &i in nodes {
+            if !holds(cluster, i, key, value).await {
+                return false;
+            }
+        }
+        hints_left(cluster).await == 0
+    })
+    .await
+}
+
 /// The hints every running node holds, summed.
 async fn hints_left(cluster: &TestCluster) -> u64 {
     let mut total = 0;
@@ -99,15 +113,10 @@ async fn two_owners_down_writes_go_to_fallbacks_and_come_back_to_the_owners() {
     // The owners return: the hints reach them and are deleted.
     cluster.restart(1).await;
     cluster.restart(2).await;
-    let c = &cluster;
-    let key_ref = &key;
-    let delivered = eventually(20, || async move {
-        holds(c, 1, key_ref, "v1").await
-            && holds(c, 2, key_ref, "v1").await
-            && hints_left(c).await == 0
-    })
-    .await;
-    assert!(delivered, "the owners did not get their hints back");
+    assert!(
+        delivered(&cluster, &[1, 2], &key, "v1").await,
+        "the owners did not get their hints back"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -148,14 +157,8 @@ async fn hints_survive_a_fallback_restart_and_a_second_delivery_changes_nothing(
     );
 
     cluster.restart(2).await;
-    let c = &cluster;
-    let key_ref = &key;
-    let delivered = eventually(20, || async move {
-        holds(c, 2, key_ref, "kept").await && hints_left(c).await == 0
-    })
-    .await;
     assert!(
-        delivered,
+        delivered(&cluster, &[2], &key, "kept").await,
         "the hint was not delivered after the fallback's restart"
     );
     // Delivering the same hint again merges to what the owner holds already.
@@ -182,13 +185,10 @@ async fn a_cut_link_to_an_owner_is_routed_around_like_a_crash() {
         .expect("W = 3 through a fallback");
     assert!(!holds(&cluster, 1, &key, "around").await);
     cluster.network.heal();
-    let c = &cluster;
-    let key_ref = &key;
-    let delivered = eventually(20, || async move {
-        holds(c, 1, key_ref, "around").await && hints_left(c).await == 0
-    })
-    .await;
-    assert!(delivered, "the hint did not reach n2 after the heal");
+    assert!(
+        delivered(&cluster, &[1], &key, "around").await,
+        "the hint did not reach n2 after the heal"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -205,13 +205,10 @@ async fn an_owner_failing_after_w_was_reached_still_gets_a_hint() {
         .put(PutRequest::new(key.clone(), "late"))
         .await
         .expect("W = 2 from n1 and n3");
-    let c = &cluster;
-    let key_ref = &key;
-    let delivered = eventually(20, || async move {
-        holds(c, 1, key_ref, "late").await && hints_left(c).await == 0
-    })
-    .await;
-    assert!(delivered, "no hint for n2 reached it");
+    assert!(
+        delivered(&cluster, &[1], &key, "late").await,
+        "no hint for n2 reached it"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -233,16 +230,11 @@ async fn a_hint_for_a_removed_owner_reaches_the_new_owner() {
     })
     .await;
     assert!(settled, "the ring still names n3");
-    let key_ref = &key;
-    let placed = eventually(20, || async move {
-        let mut all = true;
-        for owner in c.owners(key_ref.as_bytes()) {
-            all &= holds(c, owner, key_ref, "rehomed").await;
-        }
-        all && hints_left(c).await == 0
-    })
-    .await;
-    assert!(placed, "the hint for n3 did not reach the key's new owners");
+    let owners = cluster.owners(key.as_bytes());
+    assert!(
+        delivered(&cluster, &owners, &key, "rehomed").await,
+        "the hint for n3 did not reach the key's new owners"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
