@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::harness::TestCluster;
-use dotkv_replication::{Error, GetRequest, PutRequest};
+use dotkv_replication::{Error, GetRequest, LimitsConfig, PutRequest, ReplicationConfig};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_one_replica_crashed_w2_succeeds_and_w3_fails() {
@@ -61,7 +61,12 @@ async fn with_one_replica_crashed_w2_succeeds_and_w3_fails() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_repair_brings_a_stale_replica_up_to_date() {
-    let mut cluster = TestCluster::start(3).await;
+    // Every read asks every owner (the default asks the N-R others for one read in ten).
+    let config = ReplicationConfig {
+        read_repair_chance: 1.0,
+        ..ReplicationConfig::default()
+    };
+    let mut cluster = TestCluster::start_with(3, config, LimitsConfig::default()).await;
     cluster
         .node(0)
         .put(PutRequest::new("k", "old").with_w(3))

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Replication settings (`[replication]`, `DOTKV_REPLICATION__*`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ReplicationConfig {
     /// N: the replicas of every key (the length of a preference list). Default 3.
@@ -19,6 +19,16 @@ pub struct ReplicationConfig {
     /// PW: of a write's W acknowledgements, how many must come from primaries; 0 is off.
     /// Default 0.
     pub pw: usize,
+    /// The share of reads that also ask the N-R owners a read does not need, for a digest,
+    /// and repair those that differ behind the answer (Cassandra's `read_repair_chance`).
+    /// The other reads repair only the R replicas they consult; anti-entropy covers the
+    /// rest. 0 to 1; default 0.1.
+    pub read_repair_chance: f64,
+    /// How long a read waits for one of its first R replicas before it also asks the next
+    /// owner (speculative retry), so that one slow replica does not set the read's
+    /// latency. 0 turns it off (the next owner is asked only when a replica fails).
+    /// Default 10.
+    pub speculative_retry_ms: u64,
 }
 
 impl Default for ReplicationConfig {
@@ -29,6 +39,8 @@ impl Default for ReplicationConfig {
             w: 2,
             pr: 0,
             pw: 0,
+            read_repair_chance: 0.1,
+            speculative_retry_ms: 10,
         }
     }
 }
@@ -41,6 +53,18 @@ impl ReplicationConfig {
             return Err(format!(
                 "replication.n = {} must be between 1 and 16",
                 self.n
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.read_repair_chance) {
+            return Err(format!(
+                "replication.read_repair_chance = {} must be between 0 and 1",
+                self.read_repair_chance
+            ));
+        }
+        if self.speculative_retry_ms > 60_000 {
+            return Err(format!(
+                "replication.speculative_retry_ms = {} must be at most 60000",
+                self.speculative_retry_ms
             ));
         }
         for (name, value) in [("pr", self.pr), ("pw", self.pw)] {

@@ -44,6 +44,7 @@ mod hints;
 mod node;
 mod object;
 mod quorum;
+mod read;
 mod request;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;

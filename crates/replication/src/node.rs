@@ -12,14 +12,15 @@
 //!       --> answer after W acknowledgements, its own and fallbacks' included (W of the
 //!           pending owners too; PW of them from owners, when asked); the rest complete
 //!           behind
-//!  get  --> read the N replicas (a fallback's hints in place of a convicted or failing
-//!           owner), answer after R replies (PR from owners, when asked) with their merge
-//!       --> behind the answer: wait for the rest, write the merge to owners that
-//!           answered stale or missing (read repair)
+//!  get  --> the object of one owner (this node when it owns the key), digests of R-1
+//!           others; answer after R replies agree (PR from owners, when asked) with the
+//!           merge; owners that answered with less are repaired behind the answer
+//!           (see the `read` module)
 //! ```
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use dotkv_ring::NodeIndex;
@@ -31,9 +32,10 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use crate::aae::{AaeConfig, AaeState};
 use crate::handoff::{HandoffConfig, HandoffState};
 use crate::object::{
-    context_of, decode_object, deleted_at_ms, encode_object, is_stale, live_values, merge_into,
+    context_of, decode_object, deleted_at_ms, encode_object, live_values, merge_into,
 };
 use crate::quorum::{Counts, Progress, Quorums};
+use crate::read::{ReadPlan, ReadRound};
 use crate::{
     Cluster, Error, GetReply, GetRequest, LimitsConfig, Object, PutReply, PutRequest, ReplicaView,
     ReplicasReply, ReplicationConfig, Result, Routing, Transport, TransportError, Value,
@@ -199,77 +201,23 @@ impl Node {
         let r = self.quorum_size(request.r, self.0.config.r, "r")?;
         let pr = self.primary_quorum(request.pr, self.0.config.pr, r, "pr")?;
         let routing = self.routing()?;
-        let partition = routing.ring.partition_of(&request.key);
-        let owners = routing.ring.preference_list(partition);
-        let is_down = |id: &str| self.0.cluster.is_down(id);
-        let mut fallbacks = Fallbacks::of(&routing, partition);
-        let mut quorums = Quorums::for_read(r, pr, owners.len());
-        let mut reads: FuturesUnordered<BoxFuture<'static, ReplicaRead>> = FuturesUnordered::new();
-        for &node in owners {
-            // A convicted owner is not asked: the next healthy fallback's hints are.
-            let substitute = (Some(node) != routing.me && is_down(routing.id(node)))
-                .then(|| fallbacks.next(&routing, is_down))
-                .flatten();
-            match substitute {
-                Some(fallback) => {
-                    quorums.skip_primary(format!("{}: down", routing.id(node)));
-                    reads.push(self.read_hinted(&routing, fallback, request.key.clone()));
-                }
-                None => reads.push(self.read_from(&routing, node, partition, request.key.clone())),
-            }
-        }
-        let mut replies = Vec::with_capacity(owners.len());
-        let mut merged = Object::default();
-        let mut progress = quorums.progress();
-        while progress == Progress::Pending {
-            let Some((node, result)) = reads.next().await else {
-                break;
-            };
-            let counts = Counts {
-                current: true,
-                pending: false,
-                primary: !fallbacks.used(node),
-            };
-            match &result {
-                Ok(held) => {
-                    if let Some(held) = held {
-                        merged = merged.sync(held);
-                    }
-                    quorums.record(counts, Ok(()));
-                    if Some(node) != routing.me {
-                        self.0.cluster.heard_from(routing.id(node));
-                    }
-                }
-                Err(error) => {
-                    if matches!(error, Error::Unavailable(_)) && Some(node) != routing.me {
-                        self.0.cluster.refused(routing.id(node));
-                    }
-                    quorums.record(counts, Err(format!("{}: {error}", routing.id(node))));
-                    if let Some(fallback) = fallbacks.next(&routing, is_down) {
-                        quorums.add_fallback();
-                        reads.push(self.read_hinted(&routing, fallback, request.key.clone()));
-                    }
-                }
-            }
-            replies.push((node, result));
-            progress = quorums.progress();
-        }
-        if progress != Progress::Reached {
-            return Err(quorums.into_error());
-        }
-        let reply = GetReply {
+        let config = &self.0.config;
+        let plan = ReadPlan {
+            r,
+            pr,
+            every_owner: r >= routing.ring.replicas()
+                || (config.read_repair_chance > 0.0 && fastrand::f64() < config.read_repair_chance),
+            speculative: (config.speculative_retry_ms > 0)
+                .then(|| Duration::from_millis(config.speculative_retry_ms)),
+        };
+        let speculative = plan.speculative;
+        let merged = ReadRound::start(self.clone(), routing, request.key, &plan)
+            .run(speculative)
+            .await?;
+        Ok(GetReply {
             values: live_values(&merged),
             context: ContextToken::from(&context_of(&merged)).to_string(),
-        };
-        // Read repair runs behind the answer: it waits for the slower replicas too, and
-        // repairs owners only (a fallback's hints reach the owner by hinted handoff).
-        let node = self.clone();
-        let hinted = fallbacks.into_used();
-        tokio::spawn(async move {
-            node.read_repair(routing, request.key, replies, reads, merged, hinted)
-                .await;
-        });
-        Ok(reply)
+        })
     }
 
     /// What each replica of `key` holds now, without repairing anything.
@@ -357,6 +305,17 @@ impl Node {
             .get_object(partition, &key)
             .await?
             .map(Bytes::from))
+    }
+
+    /// A peer's digest read: the digest of the encoded object this node holds for `key`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Internal`] for a storage failure.
+    pub async fn read_digest(&self, key: Bytes) -> Result<Option<u64>> {
+        self.check_key(&key)?;
+        let partition = self.partition_of(&key)?;
+        self.local_digest(partition, &key).await
     }
 
     /// Makes this node, alone in its cluster and holding no data, join the cluster of
@@ -736,7 +695,7 @@ impl Node {
 
     /// Reads fallback `node`'s hints for `key`, merged: what it keeps for owners it stands
     /// in for.
-    fn read_hinted(
+    pub(crate) fn read_hinted(
         &self,
         routing: &Routing,
         node: NodeIndex,
@@ -768,7 +727,7 @@ impl Node {
     }
 
     /// Sends `object` to replica `node` (never this node).
-    fn write_to(
+    pub(crate) fn write_to(
         &self,
         routing: &Routing,
         node: NodeIndex,
@@ -778,53 +737,6 @@ impl Node {
         let transport = Arc::clone(&self.0.transport);
         let addr = routing.shared_addr(node);
         Box::pin(async move { (node, transport.write_replica(&addr, key, object).await) })
-    }
-
-    /// Waits for the replies a get did not wait for, then writes the merge of all of them
-    /// to every replica that answered with less.
-    async fn read_repair(
-        &self,
-        routing: Arc<Routing>,
-        key: Bytes,
-        mut replies: Vec<ReplicaRead>,
-        mut reads: FuturesUnordered<BoxFuture<'static, ReplicaRead>>,
-        mut merged: Object,
-        hinted: Vec<NodeIndex>,
-    ) {
-        while let Some((node, result)) = reads.next().await {
-            if let Ok(Some(held)) = &result {
-                merged = merged.sync(held);
-            }
-            replies.push((node, result));
-        }
-        let stale: Vec<NodeIndex> = replies
-            .iter()
-            .filter(|(node, _)| !hinted.contains(node))
-            .filter_map(|(node, result)| match result {
-                Ok(held) if is_stale(held.as_ref(), &merged) => Some(*node),
-                _ => None,
-            })
-            .collect();
-        if stale.is_empty() {
-            return;
-        }
-        let partition = routing.ring.partition_of(&key);
-        let object = Bytes::from(encode_object(&merged));
-        for node in stale {
-            tracing::debug!(replica = routing.id(node), "read repair");
-            let result = if Some(node) == routing.me {
-                self.merge_local(partition, &key, merged.clone(), object.clone())
-                    .await
-            } else {
-                self.write_to(&routing, node, key.clone(), object.clone())
-                    .await
-                    .1
-                    .map_err(Error::from)
-            };
-            if let Err(error) = result {
-                tracing::debug!(replica = routing.id(node), %error, "read repair failed");
-            }
-        }
     }
 }
 
@@ -890,37 +802,29 @@ impl WriteRound {
 }
 
 /// A partition's fallbacks in the ring's order, handed out to reads as owners fail.
-struct Fallbacks {
+pub(crate) struct Fallbacks {
     left: std::collections::VecDeque<NodeIndex>,
-    used: Vec<NodeIndex>,
 }
 
 impl Fallbacks {
-    fn of(routing: &Routing, partition: u32) -> Self {
+    pub(crate) fn of(routing: &Routing, partition: u32) -> Self {
         Self {
             left: routing.ring.fallbacks(partition).iter().copied().collect(),
-            used: Vec::new(),
         }
     }
 
     /// The next fallback the failure detector does not convict (reads and writes).
-    fn next(&mut self, routing: &Routing, is_down: impl Fn(&str) -> bool) -> Option<NodeIndex> {
+    pub(crate) fn next(
+        &mut self,
+        routing: &Routing,
+        is_down: impl Fn(&str) -> bool,
+    ) -> Option<NodeIndex> {
         while let Some(node) = self.left.pop_front() {
             if !is_down(routing.id(node)) {
-                self.used.push(node);
                 return Some(node);
             }
         }
         None
-    }
-
-    /// Whether `node` was read as a fallback.
-    fn used(&self, node: NodeIndex) -> bool {
-        self.used.contains(&node)
-    }
-
-    fn into_used(self) -> Vec<NodeIndex> {
-        self.used
     }
 }
 

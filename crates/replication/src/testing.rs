@@ -32,6 +32,10 @@ struct NetState {
     delay: Duration,
     /// SplitMix64 state for the random drops (deterministic per test).
     rng: u64,
+    /// Added to every delivery to one address (a slow node).
+    slow: HashMap<String, Duration>,
+    /// Calls delivered or attempted, by destination address and method.
+    calls: HashMap<(String, &'static str), u64>,
 }
 
 impl NetState {
@@ -102,6 +106,21 @@ impl MemNetwork {
         self.state().delay = delay;
     }
 
+    /// Delays every message to the node at `addr` by `delay` (zero: no longer slow).
+    pub fn set_slow(&self, addr: &str, delay: Duration) {
+        self.state().slow.insert(addr.into(), delay);
+    }
+
+    /// How many `method` calls (a [`Transport`] method's name) were sent to `addr`.
+    pub fn calls(&self, addr: &str, method: &str) -> u64 {
+        self.state()
+            .calls
+            .iter()
+            .filter(|((to, m), _)| to == addr && *m == method)
+            .map(|(_, n)| n)
+            .sum()
+    }
+
     /// Forgets every node (they hold the network through their transports; this breaks
     /// the cycle at the end of a test).
     pub fn clear(&self) {
@@ -120,7 +139,12 @@ pub struct MemTransport {
 
 impl MemTransport {
     /// Delivers one call to the node at `addr` through the network's faults.
-    async fn call<T, F, Fut>(&self, addr: &str, handler: F) -> Result<T, TransportError>
+    async fn call<T, F, Fut>(
+        &self,
+        addr: &str,
+        method: &'static str,
+        handler: F,
+    ) -> Result<T, TransportError>
     where
         F: FnOnce(Node) -> Fut,
         Fut: Future<Output = Result<T, Error>>,
@@ -131,12 +155,14 @@ impl MemTransport {
         };
         let (node, request_lost, reply_lost, delay) = {
             let mut state = self.network.state();
+            *state.calls.entry((addr.to_owned(), method)).or_default() += 1;
+            let delay = state.delay + state.slow.get(addr).copied().unwrap_or_default();
             let node = state.nodes.get(addr).cloned();
             let request_lost =
                 state.cut.contains(&(self.from.clone(), addr.to_owned())) || state.random_drop();
             let reply_lost =
                 state.cut.contains(&(addr.to_owned(), self.from.clone())) || state.random_drop();
-            (node, request_lost, reply_lost, state.delay)
+            (node, request_lost, reply_lost, delay)
         };
         if request_lost {
             tokio::time::sleep(self.timeout).await;
@@ -174,7 +200,7 @@ impl Transport for MemTransport {
         addr: &str,
         request: GossipRequest,
     ) -> Result<GossipResponse, TransportError> {
-        self.call(addr, |node| async move {
+        self.call(addr, "gossip", |node| async move {
             Ok(node.cluster().handle_gossip(request))
         })
         .await
@@ -186,16 +212,24 @@ impl Transport for MemTransport {
         key: Bytes,
         object: Bytes,
     ) -> Result<(), TransportError> {
-        self.call(
-            addr,
-            |node| async move { node.write_replica(key, object).await },
-        )
+        self.call(addr, "write_replica", |node| async move {
+            node.write_replica(key, object).await
+        })
         .await
     }
 
     async fn read_replica(&self, addr: &str, key: Bytes) -> Result<Option<Bytes>, TransportError> {
-        self.call(addr, |node| async move { node.read_replica(key).await })
-            .await
+        self.call(addr, "read_replica", |node| async move {
+            node.read_replica(key).await
+        })
+        .await
+    }
+
+    async fn read_digest(&self, addr: &str, key: Bytes) -> Result<Option<u64>, TransportError> {
+        self.call(addr, "read_digest", |node| async move {
+            node.read_digest(key).await
+        })
+        .await
     }
 
     async fn forward_put(
@@ -203,8 +237,10 @@ impl Transport for MemTransport {
         addr: &str,
         request: PutRequest,
     ) -> Result<PutReply, TransportError> {
-        self.call(addr, |node| async move { node.put(request).await })
-            .await
+        self.call(addr, "forward_put", |node| async move {
+            node.put(request).await
+        })
+        .await
     }
 
     async fn handoff_page(
@@ -214,7 +250,7 @@ impl Transport for MemTransport {
         after: Option<Bytes>,
         mode: PageMode,
     ) -> Result<HandoffPage, TransportError> {
-        self.call(addr, |node| async move {
+        self.call(addr, "handoff_page", |node| async move {
             node.handoff_page(partition, after, mode).await
         })
         .await
@@ -226,10 +262,9 @@ impl Transport for MemTransport {
         partition: u32,
         offered: Vec<(Bytes, u64)>,
     ) -> Result<Vec<u32>, TransportError> {
-        self.call(
-            addr,
-            |node| async move { node.wanted(partition, offered).await },
-        )
+        self.call(addr, "wanted", |node| async move {
+            node.wanted(partition, offered).await
+        })
         .await
     }
 
@@ -239,7 +274,7 @@ impl Transport for MemTransport {
         partition: u32,
         branches: Vec<u32>,
     ) -> Result<Option<Vec<u64>>, TransportError> {
-        self.call(addr, |node| async move {
+        self.call(addr, "aae_tree", |node| async move {
             Ok(node.aae_tree(partition, &branches))
         })
         .await
@@ -251,7 +286,7 @@ impl Transport for MemTransport {
         partition: u32,
         leaves: Vec<u32>,
     ) -> Result<Vec<(Bytes, u64)>, TransportError> {
-        self.call(addr, |node| async move {
+        self.call(addr, "aae_keys", |node| async move {
             node.aae_keys(partition, &leaves).await
         })
         .await
@@ -263,7 +298,7 @@ impl Transport for MemTransport {
         partition: u32,
         objects: Vec<(Bytes, Option<Bytes>)>,
     ) -> Result<Vec<(Bytes, Bytes)>, TransportError> {
-        self.call(addr, |node| async move {
+        self.call(addr, "aae_sync", |node| async move {
             node.aae_sync(partition, objects).await
         })
         .await
@@ -275,7 +310,7 @@ impl Transport for MemTransport {
         partition: u32,
         entries: Vec<(Bytes, Bytes)>,
     ) -> Result<(), TransportError> {
-        self.call(addr, |node| async move {
+        self.call(addr, "push_partition", |node| async move {
             node.merge_page(partition, entries).await
         })
         .await
@@ -288,7 +323,7 @@ impl Transport for MemTransport {
         key: Bytes,
         object: Bytes,
     ) -> Result<(), TransportError> {
-        self.call(addr, |node| async move {
+        self.call(addr, "write_hint", |node| async move {
             node.write_hint(target, key, object).await
         })
         .await
@@ -299,7 +334,9 @@ impl Transport for MemTransport {
         addr: &str,
         key: Bytes,
     ) -> Result<Vec<(String, Bytes)>, TransportError> {
-        self.call(addr, |node| async move { node.read_hints(key).await })
-            .await
+        self.call(addr, "read_hints", |node| async move {
+            node.read_hints(key).await
+        })
+        .await
     }
 }

@@ -83,6 +83,11 @@ pub trait Transport: Send + Sync + fmt::Debug + 'static {
     /// Reads what the replica at `addr` holds for `key`: an encoded object, or `None`.
     async fn read_replica(&self, addr: &str, key: Bytes) -> Result<Option<Bytes>, TransportError>;
 
+    /// The digest ([`object_digest`](dotkv_merkle::object_digest)) of what the replica at
+    /// `addr` holds for `key`, or `None`: what a read asks of replicas whose object it does
+    /// not need, since equal states encode to equal bytes.
+    async fn read_digest(&self, addr: &str, key: Bytes) -> Result<Option<u64>, TransportError>;
+
     /// Hands a client's write to the node at `addr`, a member of the key's preference
     /// list, to coordinate (`request.forwarded` is set).
     async fn forward_put(

@@ -295,6 +295,11 @@ impl Client {
             .await
     }
 
+    /// The digest of the node's replica of a key (peers).
+    pub async fn read_digest(&self, key: Bytes) -> Result<Option<u64>, RpcError> {
+        self.call(self.inner.read_digest(self.context(), key)).await
+    }
+
     /// A page of a partition (peers: ownership handoff).
     pub async fn handoff_page(
         &self,
@@ -565,6 +570,14 @@ impl Transport for TarpcTransport {
         self.call(addr, true, |client| {
             let key = key.clone();
             async move { client.read_replica(key).await }
+        })
+        .await
+    }
+
+    async fn read_digest(&self, addr: &str, key: Bytes) -> Result<Option<u64>, TransportError> {
+        self.call(addr, true, |client| {
+            let key = key.clone();
+            async move { client.read_digest(key).await }
         })
         .await
     }

@@ -56,6 +56,10 @@ impl NodeService for NodeServer {
         self.node.read_replica(key).await
     }
 
+    async fn read_digest(self, _: Context, key: Bytes) -> Result<Option<u64>, Error> {
+        self.node.read_digest(key).await
+    }
+
     async fn ping(self, _: Context, payload: Bytes) -> Bytes {
         payload
     }

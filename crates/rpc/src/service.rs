@@ -28,6 +28,8 @@ pub(crate) trait NodeService {
     async fn write_replica(key: Bytes, object: Bytes) -> Result<(), Error>;
     /// This replica's object for a key (peers).
     async fn read_replica(key: Bytes) -> Result<Option<Bytes>, Error>;
+    /// The digest of this replica's object for a key (peers: reads that need no object).
+    async fn read_digest(key: Bytes) -> Result<Option<u64>, Error>;
     /// A page of a partition, for ownership handoff (peers).
     async fn handoff_page(
         partition: u32,

@@ -1,0 +1,202 @@
+//! The read path on an in-process cluster: a get asks R replicas (one object, digests
+//! from the others), fetches an object where a digest differs and repairs that replica,
+//! asks the other owners only for a drawn read repair, R = N, a failure or a slow
+//! replica (speculative retry).
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::harness::{TestCluster, eventually};
+use dotkv_replication::{GetRequest, LimitsConfig, PutRequest, ReplicationConfig};
+
+fn config(read_repair_chance: f64, speculative_retry_ms: u64) -> ReplicationConfig {
+    ReplicationConfig {
+        read_repair_chance,
+        speculative_retry_ms,
+        ..ReplicationConfig::default()
+    }
+}
+
+async fn start(read_repair_chance: f64, speculative_retry_ms: u64) -> TestCluster {
+    let config = config(read_repair_chance, speculative_retry_ms);
+    TestCluster::start_with(3, config, LimitsConfig::default()).await
+}
+
+/// Reads, by method, sent to node `i`.
+fn reads(cluster: &TestCluster, i: usize) -> [u64; 2] {
+    let addr = &cluster.nodes[i].addr;
+    [
+        cluster.network.calls(addr, "read_replica"),
+        cluster.network.calls(addr, "read_digest"),
+    ]
+}
+
+fn delta(after: [u64; 2], before: [u64; 2]) -> [u64; 2] {
+    [after[0] - before[0], after[1] - before[1]]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_asks_r_replicas_for_one_object_and_digests_and_r_equal_n_asks_all() {
+    let cluster = start(0.0, 0).await;
+    let owners = cluster.owners(b"k");
+    let (coordinator, second, third) = (owners[0], owners[1], owners[2]);
+    cluster
+        .node(coordinator)
+        .put(PutRequest::new("k", "v").with_w(3))
+        .await
+        .unwrap();
+
+    let before = [reads(&cluster, second), reads(&cluster, third)];
+    for _ in 0..10 {
+        let read = cluster
+            .node(coordinator)
+            .get(GetRequest::new("k").with_r(2))
+            .await
+            .unwrap();
+        assert_eq!(read.values, vec![Bytes::from("v")]);
+    }
+    // The coordinator reads its own object; the second owner sends digests; the third is
+    // not asked.
+    assert_eq!(delta(reads(&cluster, second), before[0]), [0, 10]);
+    assert_eq!(delta(reads(&cluster, third), before[1]), [0, 0]);
+
+    // R = N reads every replica, whatever the read repair chance.
+    let before = [reads(&cluster, second), reads(&cluster, third)];
+    for _ in 0..10 {
+        cluster
+            .node(coordinator)
+            .get(GetRequest::new("k").with_r(3))
+            .await
+            .unwrap();
+    }
+    assert_eq!(delta(reads(&cluster, second), before[0]), [0, 10]);
+    assert_eq!(delta(reads(&cluster, third), before[1]), [0, 10]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_differing_digest_fetches_that_object_answers_the_merge_and_repairs() {
+    let mut cluster = start(0.0, 0).await;
+    let owners = cluster.owners(b"k");
+    let (coordinator, second, third) = (owners[0], owners[1], owners[2]);
+    // The coordinator misses the write: it is down while the other two take it.
+    cluster.crash(coordinator).await;
+    cluster
+        .node(second)
+        .put(PutRequest::new("k", "v").with_w(2))
+        .await
+        .unwrap();
+    cluster.restart(coordinator).await;
+    assert!(cluster.stored(coordinator, b"k").await.is_none());
+
+    let before = [reads(&cluster, second), reads(&cluster, third)];
+    let read = cluster
+        .node(coordinator)
+        .get(GetRequest::new("k").with_r(2))
+        .await
+        .unwrap();
+    // Its own object (none) and the second owner's digest differ: the second owner's
+    // object is fetched, and the answer has the write.
+    assert_eq!(read.values, vec![Bytes::from("v")]);
+    assert_eq!(delta(reads(&cluster, second), before[0]), [1, 1]);
+    assert_eq!(delta(reads(&cluster, third), before[1]), [0, 0]);
+    // The coordinator's replica is repaired behind the answer.
+    assert!(
+        eventually(5, || async {
+            cluster
+                .stored(coordinator, b"k")
+                .await
+                .is_some_and(|held| format!("{:?}", held.values()).contains('v'))
+        })
+        .await,
+        "the coordinator's replica was not repaired"
+    );
+}
+
+/// The third owner misses a write; `reads` gets from the first owner follow.
+async fn third_owner_after_reads(read_repair_chance: f64, reads: usize) -> bool {
+    let mut cluster = start(read_repair_chance, 0).await;
+    let owners = cluster.owners(b"k");
+    let (coordinator, third) = (owners[0], owners[2]);
+    cluster.crash(third).await;
+    cluster
+        .node(coordinator)
+        .put(PutRequest::new("k", "v").with_w(2))
+        .await
+        .unwrap();
+    cluster.restart(third).await;
+    for _ in 0..reads {
+        cluster
+            .node(coordinator)
+            .get(GetRequest::new("k").with_r(2))
+            .await
+            .unwrap();
+    }
+    eventually(2, || async { cluster.stored(third, b"k").await.is_some() }).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_owners_a_read_does_not_need_are_repaired_by_read_repair_chance_only() {
+    assert!(
+        !third_owner_after_reads(0.0, 20).await,
+        "with read_repair_chance = 0 a read repaired an owner it need not ask"
+    );
+    assert!(
+        third_owner_after_reads(1.0, 1).await,
+        "with read_repair_chance = 1 a read did not repair the third owner"
+    );
+}
+
+/// Node `second` (the owner asked for a digest) answers after `delay`; one read.
+async fn read_with_a_slow_replica(speculative_retry_ms: u64) -> [u64; 2] {
+    let cluster = start(0.0, speculative_retry_ms).await;
+    let owners = cluster.owners(b"k");
+    let (coordinator, second, third) = (owners[0], owners[1], owners[2]);
+    cluster
+        .node(coordinator)
+        .put(PutRequest::new("k", "v").with_w(3))
+        .await
+        .unwrap();
+    // Slower than the speculative delay, within the peer timeout (300 ms): it answers.
+    cluster
+        .network
+        .set_slow(&cluster.nodes[second].addr, Duration::from_millis(250));
+    let before = reads(&cluster, third);
+    let read = cluster
+        .node(coordinator)
+        .get(GetRequest::new("k").with_r(2))
+        .await
+        .unwrap();
+    assert_eq!(read.values, vec![Bytes::from("v")]);
+    delta(reads(&cluster, third), before)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_replica_makes_the_read_ask_the_next_owner_after_the_speculative_delay() {
+    assert_eq!(read_with_a_slow_replica(20).await, [0, 1]);
+    // Off: the read waits for the slow replica and asks nobody else.
+    assert_eq!(read_with_a_slow_replica(0).await, [0, 0]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_replica_is_replaced_by_the_owner_not_asked() {
+    let mut cluster = start(0.0, 0).await;
+    let owners = cluster.owners(b"k");
+    let (coordinator, second, third) = (owners[0], owners[1], owners[2]);
+    cluster
+        .node(coordinator)
+        .put(PutRequest::new("k", "v").with_w(3))
+        .await
+        .unwrap();
+    // Crashed, but not yet convicted by the detector: asked, refused, replaced.
+    cluster.crash(second).await;
+    let before = reads(&cluster, third);
+    let read = cluster
+        .node(coordinator)
+        .get(GetRequest::new("k").with_r(2))
+        .await
+        .unwrap();
+    assert_eq!(read.values, vec![Bytes::from("v")]);
+    assert_eq!(delta(reads(&cluster, third), before), [0, 1]);
+}
