@@ -1,7 +1,9 @@
 //! `dotkv bench`: a closed-loop load generator with the YCSB core workload mixes.
 //!
 //! `concurrency` workers each keep one request in flight over the connections to the
-//! given nodes (one multiplexed connection per node, shared). Each worker records its
+//! given nodes (one multiplexed connection per node, shared); each key's request goes to
+//! one of its owners, by the ring learned from the nodes (`--round-robin`: to the
+//! workers' nodes in turn, which forward what they do not own). Each worker records its
 //! latencies in its own HdrHistogram; they are merged at the end, so recording costs no
 //! lock. Updates are read-modify-writes with the read's context, as a Dynamo client does,
 //! unless `--blind-writes` (which adds siblings instead of replacing values).
@@ -14,8 +16,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use clap::{Args, ValueEnum};
-use dotkv_replication::{GetRequest, PutRequest};
-use dotkv_rpc::{Client, RpcError};
+use dotkv_replication::{GetReply, GetRequest, PutReply, PutRequest};
+use dotkv_rpc::{Client, RpcError, TokenAwareClient};
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
@@ -97,6 +99,10 @@ pub struct BenchOptions {
     /// Skip the load phase (the keys were written by an earlier run).
     #[arg(long)]
     pub no_load: bool,
+    /// Send requests to the given nodes in turn (they forward writes of keys they do not
+    /// own) instead of to an owner of each key, by the ring learned from them.
+    #[arg(long)]
+    pub round_robin: bool,
 }
 
 /// Latency percentiles, in milliseconds.
@@ -151,6 +157,8 @@ pub struct Report {
     pub w: Option<usize>,
     /// Whether updates were blind.
     pub blind_writes: bool,
+    /// Whether requests went to the nodes in turn, not to an owner of each key.
+    pub round_robin: bool,
     /// The measured run's length, in seconds.
     pub elapsed_s: f64,
     /// Operations completed successfully.
@@ -316,10 +324,25 @@ pub async fn run(
             .with_context(|| format!("cannot connect to {node}"))?;
         clients.push(client);
     }
+    let routed = if options.round_robin {
+        None
+    } else {
+        let client = TokenAwareClient::connect(&nodes, timeout)
+            .await
+            .context("cannot learn the ring")?;
+        Some(Arc::new(client))
+    };
+    let targets: Vec<Target> = clients
+        .into_iter()
+        .map(|node| Target {
+            node,
+            routed: routed.clone(),
+        })
+        .collect();
     let value = Bytes::from(vec![b'x'; options.value_size]);
     let needs_data = options.workload.read_percent() > 0 && !options.no_load;
     if needs_data {
-        load(&options, &clients, &value, quiet).await?;
+        load(&options, &targets, &value, quiet).await?;
     }
 
     let zipfian =
@@ -331,7 +354,7 @@ pub async fn run(
     let started = Instant::now();
     let mut workers = tokio::task::JoinSet::new();
     for worker in 0..options.concurrency {
-        let client = clients[worker % clients.len()].clone();
+        let client = targets[worker % targets.len()].clone();
         let options = options.clone();
         let (value, zipfian) = (value.clone(), zipfian.clone());
         let (budget, stop, done) = (budget.clone(), Arc::clone(&stop), Arc::clone(&done));
@@ -392,6 +415,7 @@ pub async fn run(
         r: options.r,
         w: options.w,
         blind_writes: options.blind_writes,
+        round_robin: options.round_robin,
         elapsed_s: elapsed,
         ops: total.all.len(),
         throughput: total.all.len() as f64 / elapsed,
@@ -407,7 +431,7 @@ pub async fn run(
 
 /// One operation of the mix.
 async fn one_op(
-    client: &Client,
+    client: &Target,
     options: &BenchOptions,
     index: u64,
     read: bool,
@@ -415,7 +439,7 @@ async fn one_op(
 ) -> (&'static str, Result<(), RpcError>) {
     let key = key_name(index);
     if options.workload == Workload::Ping {
-        return ("ping", client.ping(value.clone()).await.map(drop));
+        return ("ping", client.node.ping(value.clone()).await.map(drop));
     }
     let get = |key: Bytes| {
         let mut request = GetRequest::new(key);
@@ -436,10 +460,35 @@ async fn one_op(
     ("update", client.put_with(request).await.map(drop))
 }
 
+/// Where a worker's requests go: an owner of each key (by the shared token-aware
+/// client), or its node of the `--nodes` list with `--round-robin`; pings always go to
+/// its node.
+#[derive(Debug, Clone)]
+struct Target {
+    node: Client,
+    routed: Option<Arc<TokenAwareClient>>,
+}
+
+impl Target {
+    async fn get_with(&self, request: GetRequest) -> Result<GetReply, RpcError> {
+        match &self.routed {
+            Some(routed) => routed.get_with(request).await,
+            None => self.node.get_with(request).await,
+        }
+    }
+
+    async fn put_with(&self, request: PutRequest) -> Result<PutReply, RpcError> {
+        match &self.routed {
+            Some(routed) => routed.put_with(request).await,
+            None => self.node.put_with(request).await,
+        }
+    }
+}
+
 /// Writes every key once (resolving what is there, so reruns do not pile up siblings).
 async fn load(
     options: &BenchOptions,
-    clients: &[Client],
+    clients: &[Target],
     value: &Bytes,
     quiet: bool,
 ) -> anyhow::Result<()> {
@@ -465,8 +514,9 @@ async fn load(
                     return Ok::<(), RpcError>(());
                 }
                 let key = key_name(index);
-                let context = client.get(key.clone()).await?.context;
-                client.put(key, value.clone(), Some(&context)).await?;
+                let context = client.get_with(GetRequest::new(key.clone())).await?.context;
+                let write = PutRequest::new(key, value.clone()).with_context(context);
+                client.put_with(write).await?;
                 bar.inc(1);
             }
         });

@@ -18,7 +18,7 @@
 //!           (see the `read` module)
 //! ```
 
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -64,6 +64,9 @@ struct NodeInner {
     /// Anti-entropy: its settings, the partitions' trees and the exchanges.
     aae: AaeConfig,
     aae_state: AaeState,
+    /// Client writes this node forwarded to an owner (it owns none of the key's
+    /// replicas): what token-aware clients save.
+    forwarded_puts: AtomicU64,
 }
 
 /// A node's settings, as the server's configuration gives them.
@@ -115,7 +118,13 @@ impl Node {
             handoff_state: HandoffState::default(),
             aae,
             aae_state: AaeState::default(),
+            forwarded_puts: AtomicU64::new(0),
         }))
+    }
+
+    /// How many client writes this node forwarded to an owner of their key.
+    pub fn forwarded_puts(&self) -> u64 {
+        self.0.forwarded_puts.load(Ordering::Relaxed)
     }
 
     /// The node's membership.
@@ -211,12 +220,14 @@ impl Node {
                 .then(|| Duration::from_millis(config.speculative_retry_ms)),
         };
         let speculative = plan.speculative;
+        let ring_version = routing.ring.version();
         let merged = ReadRound::start(self.clone(), routing, request.key, &plan)
             .run(speculative)
             .await?;
         Ok(GetReply {
             values: live_values(&merged),
             context: ContextToken::from(&context_of(&merged)).to_string(),
+            ring_version,
         })
     }
 
@@ -409,6 +420,7 @@ impl Node {
         mut request: PutRequest,
     ) -> Result<PutReply> {
         request.forwarded = true;
+        self.0.forwarded_puts.fetch_add(1, Ordering::Relaxed);
         let owners = routing.ring.preference_list(partition);
         let (live, down): (Vec<NodeIndex>, Vec<NodeIndex>) = owners
             .iter()
@@ -508,6 +520,7 @@ impl Node {
         }
         Ok(PutReply {
             context: ContextToken::from(&context).to_string(),
+            ring_version: routing.ring.version(),
         })
     }
 

@@ -79,6 +79,9 @@ impl PutRequest {
 pub struct PutReply {
     /// The context token.
     pub context: String,
+    /// The version of the coordinator's current ring: a token-aware client that knows
+    /// an older one refreshes its copy.
+    pub ring_version: u64,
 }
 
 /// A read of one key.
@@ -123,6 +126,8 @@ pub struct GetReply {
     pub values: Vec<Bytes>,
     /// The context token: pass it to the write that resolves these values.
     pub context: String,
+    /// The version of the coordinator's current ring (see [`PutReply::ring_version`]).
+    pub ring_version: u64,
 }
 
 /// What each replica of a key holds (no repair).

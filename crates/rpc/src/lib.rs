@@ -4,6 +4,7 @@
 //! Frames are length-delimited bincode; a frame longer than `max_frame_bytes` is refused
 //! by the codec before its body is allocated (`rpc.max_frame_bytes`). Each peer gets one long-lived, multiplexed
 //! connection, replaced after a failure; every call carries a deadline.
+//! [`TokenAwareClient`] learns the ring and sends each key's request to one of its owners.
 //!
 //! One service carries both the client calls (`get`, `put`, `replicas`, `status`, `ring`)
 //! and the peer calls (`gossip`, `write_replica`, `read_replica`, and `put` for a
@@ -15,11 +16,13 @@
 
 mod client;
 mod config;
+mod routed;
 mod server;
 mod service;
 
 pub use client::{Client, FailoverClient, RpcError, TarpcTransport};
 pub use config::RpcConfig;
+pub use routed::TokenAwareClient;
 pub use server::serve;
 pub use service::{
     HintView, NodeView, PartitionView, PendingStatus, RingReply, RingStatus, StatusReply,

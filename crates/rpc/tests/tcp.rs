@@ -5,13 +5,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dotkv_membership::{MembershipConfig, NodeState, NodeStatus, RingParams};
+use dotkv_replication::PutRequest;
 use dotkv_replication::{
     Cluster, ClusterOptions, HandoffConfig, Node, NodeSettings, ReplicationConfig, Transport,
 };
-use dotkv_rpc::{Client, TarpcTransport};
+use dotkv_rpc::{Client, TarpcTransport, TokenAwareClient};
 use dotkv_storage::MemoryStorage;
 
-async fn node(id: &str, seeds: Vec<String>) -> (Cluster, String, tokio::sync::watch::Sender<()>) {
+/// A node on 127.0.0.1: its membership, its coordinator, its address, and the sender
+/// whose drop stops it.
+async fn node(
+    id: &str,
+    seeds: Vec<String>,
+) -> (Cluster, Node, String, tokio::sync::watch::Sender<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let entry = NodeState {
@@ -80,14 +86,31 @@ async fn node(id: &str, seeds: Vec<String>) -> (Cluster, String, tokio::sync::wa
     let until = wait(stopped.clone());
     tokio::spawn(async move { gossip.run(until).await });
     let until = wait(stopped);
-    tokio::spawn(async move { node.run_handoff(until).await });
-    (cluster, addr, stop)
+    let handoff = node.clone();
+    tokio::spawn(async move { handoff.run_handoff(until).await });
+    (cluster, node, addr, stop)
+}
+
+/// Waits until the node behind `client` sees `n` members up and no transition; returns
+/// its ring version.
+async fn settled(client: &Client, n: usize) -> u64 {
+    for _ in 0..400 {
+        let status = client.status().await.unwrap();
+        let ring = status.ring.as_ref().filter(|r| r.pending.is_none());
+        if let Some(ring) = ring {
+            if status.nodes.iter().filter(|n| n.status == "up").count() == n {
+                return ring.version;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the cluster did not settle with {n} members up");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_gossip_over_tcp_and_answer_clients() {
-    let (a, a_addr, stop_a) = node("a", vec![]).await;
-    let (b, b_addr, stop_b) = node("b", vec![a_addr.clone()]).await;
+    let (a, _, a_addr, stop_a) = node("a", vec![]).await;
+    let (b, _, b_addr, stop_b) = node("b", vec![a_addr.clone()]).await;
     // b joins through its seed a: a, the claimant, puts it in the next ring, b receives
     // its partitions and turns up.
     let client = Client::connect(&a_addr, Duration::from_secs(2))
@@ -164,5 +187,74 @@ async fn two_nodes_gossip_over_tcp_and_answer_clients() {
     assert!(
         err.to_string().contains("cannot reach 127.0.0.1:1"),
         "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_aware_client_sends_each_key_to_an_owner_and_follows_a_new_ring() {
+    let (_, a, a_addr, _stop_a) = node("a", vec![]).await;
+    let (_, b, _, _stop_b) = node("b", vec![a_addr.clone()]).await;
+    let (_, c, _, _stop_c) = node("c", vec![a_addr.clone()]).await;
+    let plain = Client::connect(&a_addr, Duration::from_secs(2))
+        .await
+        .unwrap();
+    let first_ring = settled(&plain, 3).await;
+    let nodes = [a, b, c];
+    let forwarded = |nodes: &[Node]| nodes.iter().map(Node::forwarded_puts).sum::<u64>();
+
+    // N = 2 of 3: a plain client of a has a forward the writes of keys a does not own.
+    for i in 0..30 {
+        plain.put(format!("plain{i}"), "v", None).await.unwrap();
+    }
+    assert!(forwarded(&nodes) > 0, "a owns every key?");
+
+    // The token-aware client sends each write to an owner: nothing is forwarded.
+    let seeds = [a_addr.clone()];
+    let client = TokenAwareClient::connect(&seeds, Duration::from_secs(2))
+        .await
+        .unwrap();
+    assert_eq!(client.ring_version(), first_ring);
+    let before = forwarded(&nodes);
+    for i in 0..30 {
+        client
+            .put_with(PutRequest::new(format!("aware{i}"), "v"))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        forwarded(&nodes),
+        before,
+        "a token-aware write was forwarded"
+    );
+
+    // A fourth node joins: the ring changes under the client, which learns the new one
+    // from the version its replies carry, then again sends every write to an owner.
+    let (_, d, _, _stop_d) = node("d", vec![a_addr.clone()]).await;
+    let second_ring = settled(&plain, 4).await;
+    assert!(second_ring > first_ring);
+    let nodes = [nodes[0].clone(), nodes[1].clone(), nodes[2].clone(), d];
+    for i in 0..5 {
+        let read = client
+            .get_with(dotkv_replication::GetRequest::new(format!("aware{i}")))
+            .await
+            .unwrap();
+        assert_eq!(read.values, vec![bytes::Bytes::from("v")]);
+    }
+    assert_eq!(
+        client.ring_version(),
+        second_ring,
+        "the client kept its old ring"
+    );
+    let before = forwarded(&nodes);
+    for i in 0..30 {
+        client
+            .put_with(PutRequest::new(format!("after{i}"), "v"))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        forwarded(&nodes),
+        before,
+        "a write was forwarded after the refresh"
     );
 }
