@@ -169,6 +169,76 @@ bench-cluster seconds="10" threads="0":
         python3 benches/summarize.py "target/bench/cluster-$workload.json"
     done
 
+# The scale curve: `a` then `c` with each of KEYS keys of 1 KiB (LMDB; SQLite for the first
+# two counts), and `w` with each of SIZES value sizes (LMDB, 1 000 keys). A fresh 3-node
+# release cluster on 127.0.0.1:7401-7403 per point (storage.sync = true, N=3 R=2 W=2, 64 in
+# flight, SECONDS per workload; loads run 256 in flight); the servers' RSS after each run.
+# Points land in target/bench/scale/points.jsonl, the plot in target/bench/scale/scale.svg.
+bench-scale keys="10000 1000000 10000000" sizes="100 1024 65536 1048576" seconds="10":
+    #!/usr/bin/env bash
+    set -euo pipefail
+    cargo build --release -p dotkv-bins
+    out=target/bench/scale
+    mkdir -p "$out"
+    : > "$out/points.jsonl"
+    pids=()
+    data=""
+    stop() {
+        for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+        for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+        pids=()
+        if [ -n "$data" ]; then rm -rf "$data"; fi
+        data=""
+    }
+    trap stop EXIT
+    start() {
+        data=$(mktemp -d target/bench/scale-data.XXXXXX)
+        for i in 1 2 3; do
+            seeds=()
+            if [ "$i" -gt 1 ]; then seeds=(--seeds 127.0.0.1:7401); fi
+            target/release/dotkv-server --profile "$1" --node-id "s$i" --listen "127.0.0.1:740$i" \
+                --data-dir "$data/s$i" "${seeds[@]}" > "$out/s$i.log" 2>&1 &
+            pids+=($!)
+        done
+        for attempt in $(seq 1 100); do
+            up=$(target/release/dotkv --node 127.0.0.1:7403 --json status 2>/dev/null \
+                | grep -o '"status":"up"' | wc -l) || up=0
+            [ "$up" -eq 3 ] && return 0
+            sleep 0.3
+        done
+        echo "the cluster did not come up" >&2
+        exit 1
+    }
+    run() {
+        local backend=$1 name=$2; shift 2
+        target/release/dotkv --json --timeout 30000 bench \
+            --nodes 127.0.0.1:7401,127.0.0.1:7402,127.0.0.1:7403 --concurrency 64 \
+            --duration {{seconds}} --r 2 --w 2 --load-concurrency 256 "$@" > "$out/$name.json"
+        rss=$(for pid in "${pids[@]}"; do awk '/VmRSS/ {print $2}' "/proc/$pid/status"; done | paste -sd, -)
+        python3 benches/scale.py point "$out/points.jsonl" "$out/$name.json" "$backend" "$rss"
+        echo "$backend $(python3 benches/summarize.py "$out/$name.json")  keys $2 value $4 B  RSS KiB $rss"
+    }
+    echo "3 nodes, storage.sync = true, N=3 R=2 W=2; $(nproc) cores"
+    first_two=$(echo {{keys}} | cut -d' ' -f1-2)
+    for backend in lmdb sqlite; do
+        profile=default
+        counts="{{keys}}"
+        if [ "$backend" = sqlite ]; then profile=sqlite; counts=$first_two; fi
+        for keys in $counts; do
+            start "$profile"
+            run "$backend" "$backend-a-$keys" --keys "$keys" --value-size 1024 --workload a
+            run "$backend" "$backend-c-$keys" --keys "$keys" --value-size 1024 --workload c --no-load
+            stop
+        done
+    done
+    for size in {{sizes}}; do
+        start default
+        run lmdb "lmdb-w-$size" --keys 1000 --value-size "$size" --workload w
+        stop
+    done
+    python3 benches/scale.py plot "$out/points.jsonl" "$out/scale.svg"
+    echo "plot: $out/scale.svg"
+
 # Elasticity under load: 3 release nodes on 127.0.0.1:7201-7203 (LMDB, storage.sync = true,
 # N=3 R=2 W=2) loaded with KEYS keys of 1 KiB; `dotkv bench -w a` (64 in flight) before and
 # while a 4th node joins (`dotkv join --wait`, timed); then the keys and bytes the joiner
