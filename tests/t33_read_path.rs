@@ -33,6 +33,18 @@ fn reads(cluster: &TestCluster, i: usize) -> [u64; 2] {
     ]
 }
 
+/// Reads `k` through node `i` with `r`, `times` times; each read answers `v`.
+async fn read_k(cluster: &TestCluster, i: usize, r: usize, times: usize) {
+    for _ in 0..times {
+        let read = cluster
+            .node(i)
+            .get(GetRequest::new("k").with_r(r))
+            .await
+            .unwrap();
+        assert_eq!(read.values, vec![Bytes::from("v")]);
+    }
+}
+
 fn delta(after: [u64; 2], before: [u64; 2]) -> [u64; 2] {
     [after[0] - before[0], after[1] - before[1]]
 }
@@ -49,14 +61,7 @@ async fn a_read_asks_r_replicas_for_one_object_and_digests_and_r_equal_n_asks_al
         .unwrap();
 
     let before = [reads(&cluster, second), reads(&cluster, third)];
-    for _ in 0..10 {
-        let read = cluster
-            .node(coordinator)
-            .get(GetRequest::new("k").with_r(2))
-            .await
-            .unwrap();
-        assert_eq!(read.values, vec![Bytes::from("v")]);
-    }
+    read_k(&cluster, coordinator, 2, 10).await;
     // The coordinator reads its own object; the second owner sends digests; the third is
     // not asked.
     assert_eq!(delta(reads(&cluster, second), before[0]), [0, 10]);
@@ -64,13 +69,7 @@ async fn a_read_asks_r_replicas_for_one_object_and_digests_and_r_equal_n_asks_al
 
     // R = N reads every replica, whatever the read repair chance.
     let before = [reads(&cluster, second), reads(&cluster, third)];
-    for _ in 0..10 {
-        cluster
-            .node(coordinator)
-            .get(GetRequest::new("k").with_r(3))
-            .await
-            .unwrap();
-    }
+    read_k(&cluster, coordinator, 3, 10).await;
     assert_eq!(delta(reads(&cluster, second), before[0]), [0, 10]);
     assert_eq!(delta(reads(&cluster, third), before[1]), [0, 10]);
 }
@@ -91,14 +90,9 @@ async fn a_differing_digest_fetches_that_object_answers_the_merge_and_repairs() 
     assert!(cluster.stored(coordinator, b"k").await.is_none());
 
     let before = [reads(&cluster, second), reads(&cluster, third)];
-    let read = cluster
-        .node(coordinator)
-        .get(GetRequest::new("k").with_r(2))
-        .await
-        .unwrap();
     // Its own object (none) and the second owner's digest differ: the second owner's
     // object is fetched, and the answer has the write.
-    assert_eq!(read.values, vec![Bytes::from("v")]);
+    read_k(&cluster, coordinator, 2, 1).await;
     assert_eq!(delta(reads(&cluster, second), before[0]), [1, 1]);
     assert_eq!(delta(reads(&cluster, third), before[1]), [0, 0]);
     // The coordinator's replica is repaired behind the answer.
@@ -126,13 +120,7 @@ async fn third_owner_after_reads(read_repair_chance: f64, reads: usize) -> bool 
         .await
         .unwrap();
     cluster.restart(third).await;
-    for _ in 0..reads {
-        cluster
-            .node(coordinator)
-            .get(GetRequest::new("k").with_r(2))
-            .await
-            .unwrap();
-    }
+    read_k(&cluster, coordinator, 2, reads).await;
     eventually(2, || async { cluster.stored(third, b"k").await.is_some() }).await
 }
 
@@ -163,12 +151,7 @@ async fn read_with_a_slow_replica(speculative_retry_ms: u64) -> [u64; 2] {
         .network
         .set_slow(&cluster.nodes[second].addr, Duration::from_millis(250));
     let before = reads(&cluster, third);
-    let read = cluster
-        .node(coordinator)
-        .get(GetRequest::new("k").with_r(2))
-        .await
-        .unwrap();
-    assert_eq!(read.values, vec![Bytes::from("v")]);
+    read_k(&cluster, coordinator, 2, 1).await;
     delta(reads(&cluster, third), before)
 }
 
@@ -192,11 +175,6 @@ async fn a_failed_replica_is_replaced_by_the_owner_not_asked() {
     // Crashed, but not yet convicted by the detector: asked, refused, replaced.
     cluster.crash(second).await;
     let before = reads(&cluster, third);
-    let read = cluster
-        .node(coordinator)
-        .get(GetRequest::new("k").with_r(2))
-        .await
-        .unwrap();
-    assert_eq!(read.values, vec![Bytes::from("v")]);
+    read_k(&cluster, coordinator, 2, 1).await;
     assert_eq!(delta(reads(&cluster, third), before), [0, 1]);
 }

@@ -213,14 +213,13 @@ impl ReadRound {
             self.objects_in_flight += 1;
         }
         let key = self.key.clone();
+        let (routing, partition) = (&self.routing, self.partition);
         let future = match ask {
-            Ask::Object => self
-                .node
-                .read_object(&self.routing, node, self.partition, key),
-            Ask::Digest => self
-                .node
-                .read_digest_of(&self.routing, node, self.partition, key),
-            Ask::Hints => self.node.read_hints_of(&self.routing, node, key),
+            Ask::Hints => self.node.read_hints_of(routing, node, key),
+            Ask::Object | Ask::Digest => {
+                let digest_only = ask == Ask::Digest;
+                (self.node).read_replica_answer(routing, node, partition, key, digest_only)
+            }
         };
         self.in_flight
             .push(Box::pin(async move { (node, ask, future.await) }));
@@ -385,19 +384,28 @@ impl ReadRound {
 }
 
 impl Node {
-    /// Replica `node`'s object and its digest: from the local store for this node, else
-    /// over the transport.
-    fn read_object(
+    /// Replica `node`'s object and its digest, or (`digest_only`) its digest alone: from
+    /// the local store for this node, else over the transport.
+    fn read_replica_answer(
         &self,
         routing: &Routing,
         node: NodeIndex,
         partition: u32,
         key: Bytes,
+        digest_only: bool,
     ) -> BoxFuture<'static, Result<Answer>> {
         let this = self.clone();
         let local = Some(node) == routing.me;
         let addr = routing.shared_addr(node);
         Box::pin(async move {
+            if digest_only {
+                let digest = if local {
+                    this.local_digest(partition, &key).await?
+                } else {
+                    this.transport().read_digest(&addr, key).await?
+                };
+                return Ok(Answer::Digest(digest));
+            }
             let bytes = if local {
                 this.store()
                     .get_object(partition, &key)
@@ -411,27 +419,6 @@ impl Node {
                 .map(|bytes| decode_object(bytes, &addr))
                 .transpose()?;
             Ok(Answer::Object(held, bytes.as_deref().map(object_digest)))
-        })
-    }
-
-    /// The digest of replica `node`'s object.
-    fn read_digest_of(
-        &self,
-        routing: &Routing,
-        node: NodeIndex,
-        partition: u32,
-        key: Bytes,
-    ) -> BoxFuture<'static, Result<Answer>> {
-        let this = self.clone();
-        let local = Some(node) == routing.me;
-        let addr = routing.shared_addr(node);
-        Box::pin(async move {
-            let digest = if local {
-                this.local_digest(partition, &key).await?
-            } else {
-                this.transport().read_digest(&addr, key).await?
-            };
-            Ok(Answer::Digest(digest))
         })
     }
 
