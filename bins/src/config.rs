@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use dotkv_membership::MembershipConfig;
 use dotkv_replication::{AaeConfig, HandoffConfig, LimitsConfig, ReplicationConfig};
 use dotkv_ring::RingConfig;
-use dotkv_rpc::RpcConfig;
+use dotkv_rpc::{HttpConfig, RpcConfig};
 use dotkv_storage::StorageConfig;
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::{Figment, Profile};
@@ -65,6 +65,8 @@ pub struct ServerConfig {
     pub aae: AaeConfig,
     /// `[rpc]`.
     pub rpc: RpcConfig,
+    /// `[http]`: the HTTP/JSON gateway (off unless `http.listen` is set).
+    pub http: HttpConfig,
     /// `[server]`: the process itself.
     pub server: ProcessConfig,
 }
@@ -109,6 +111,7 @@ impl Default for ServerConfig {
             handoff: HandoffConfig::default(),
             aae: AaeConfig::default(),
             rpc: RpcConfig::default(),
+            http: HttpConfig::default(),
             server: ProcessConfig::default(),
         }
     }

@@ -135,6 +135,21 @@ async fn serve(
         config.rpc.max_frame_bytes,
         wait(stopped.clone()),
     ));
+    let http = match &config.http.listen {
+        None => None,
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (http.listen)"))?;
+            tracing::info!(http = %listener.local_addr()?, "HTTP gateway ready");
+            let stopped = wait(stopped.clone());
+            Some(tokio::spawn(dotkv_rpc::serve_http(
+                listener,
+                node.clone(),
+                stopped,
+            )))
+        }
+    };
     let gossip = {
         let cluster = cluster.clone();
         let stopped = wait(stopped.clone());
@@ -160,6 +175,11 @@ async fn serve(
     tracing::info!(node_id, "shutting down");
     let _ = stop.send(true);
     rpc.await.context("the RPC server task failed")?;
+    if let Some(http) = http {
+        http.await
+            .context("the HTTP gateway task failed")?
+            .context("the HTTP gateway failed")?;
+    }
     gossip.await.context("the gossip task failed")?;
     handoff.await.context("the handoff task failed")?;
     aae.await.context("the anti-entropy task failed")?;

@@ -3,7 +3,6 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use base64::Engine;
 use clap::{Parser, Subcommand};
 use dotkv_bins::admin;
 use dotkv_bins::bench::{self, BenchOptions};
@@ -206,16 +205,9 @@ fn rpc_error(error: RpcError) -> (String, &'static str) {
     (error.to_string(), error.kind())
 }
 
-/// A value as the contract prints it: UTF-8 text when it is, base64 otherwise.
-fn printable(value: &[u8]) -> String {
-    match std::str::from_utf8(value) {
-        Ok(text) => text.to_owned(),
-        Err(_) => base64::engine::general_purpose::STANDARD.encode(value),
-    }
-}
-
+/// Values as the contract prints them: UTF-8 text when they are, base64 otherwise.
 fn printable_all(values: &[bytes::Bytes]) -> Vec<String> {
-    values.iter().map(|v| printable(v)).collect()
+    values.iter().map(|v| dotkv_rpc::printable(v)).collect()
 }
 
 /// A value argument: the text itself, or stdin's bytes for `-`.

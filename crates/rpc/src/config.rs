@@ -1,4 +1,4 @@
-//! The `[rpc]` section of the configuration.
+//! The `[rpc]` and `[http]` sections of the configuration.
 
 use serde::{Deserialize, Serialize};
 
@@ -36,4 +36,13 @@ impl RpcConfig {
         }
         Ok(())
     }
+}
+
+/// The HTTP gateway (`[http]`, `DOTKV_HTTP__*`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// The address the HTTP/JSON gateway listens on, e.g. `127.0.0.1:8001`. Default none:
+    /// the gateway is off.
+    pub listen: Option<String>,
 }

@@ -5,6 +5,7 @@
 //! by the codec before its body is allocated (`rpc.max_frame_bytes`). Each peer gets one long-lived, multiplexed
 //! connection, replaced after a failure; every call carries a deadline.
 //! [`TokenAwareClient`] learns the ring and sends each key's request to one of its owners.
+//! The HTTP/JSON gateway ([`serve_http`], `http.listen`) serves the client calls to curl.
 //!
 //! One service carries both the client calls (`get`, `put`, `replicas`, `status`, `ring`)
 //! and the peer calls (`gossip`, `write_replica`, `read_replica`, and `put` for a
@@ -16,17 +17,29 @@
 
 mod client;
 mod config;
+mod http;
 mod routed;
 mod server;
 mod service;
 
 pub use client::{Client, FailoverClient, RpcError, TarpcTransport};
-pub use config::RpcConfig;
+pub use config::{HttpConfig, RpcConfig};
+pub use http::{CONTEXT_HEADER, OPENAPI, router, serve_http};
 pub use routed::TokenAwareClient;
 pub use server::serve;
 pub use service::{
     HintView, NodeView, PartitionView, PendingStatus, RingReply, RingStatus, StatusReply,
 };
+
+/// A value as the CLI and the HTTP gateway show it in JSON: its text when it is UTF-8,
+/// else its base64.
+pub fn printable(value: &[u8]) -> String {
+    use base64::Engine as _;
+    match std::str::from_utf8(value) {
+        Ok(text) => text.to_owned(),
+        Err(_) => base64::engine::general_purpose::STANDARD.encode(value),
+    }
+}
 
 /// The default largest frame: a 4 MiB value with room for its envelope.
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 8 << 20;

@@ -145,90 +145,99 @@ impl NodeService for NodeServer {
     }
 
     async fn status(self, _: Context) -> StatusReply {
-        let cluster = self.node.cluster();
-        let routing = cluster.routing();
-        let ring = routing.as_ref().map(|r| &r.ring);
-        let loads = ring.map(|r| r.loads()).unwrap_or_default();
-        let nodes = cluster
-            .members()
-            .into_iter()
-            .map(|m| {
-                let partitions = ring
-                    .and_then(|r| r.index_of(&m.id))
-                    .map_or(0, |i| loads[usize::from(i)]);
-                NodeView {
-                    // A member that left is gone by design, not down.
-                    status: if m.down && m.state.status != dotkv_membership::NodeStatus::Left {
-                        "down".into()
-                    } else {
-                        m.state.status.to_string()
-                    },
-                    id: m.id,
-                    addr: m.state.addr,
-                    weight: m.state.weight,
-                    zone: m.state.zone,
-                    partitions,
-                }
-            })
-            .collect();
-        let ring = ring.map(|ring| RingStatus {
-            version: ring.version(),
-            digest: format!("{:016x}", ring.digest()),
-            pending: cluster
-                .transition_progress()
-                .map(|(id, moves, moved)| PendingStatus {
-                    version: id.version,
-                    digest: format!("{:016x}", id.digest),
-                    moves,
-                    moved,
-                }),
-        });
-        StatusReply {
-            node: cluster.node_id(),
-            nodes,
-            ring,
-            transfers: self.node.transfers(),
-            hints: self
-                .node
-                .hint_counts()
-                .await
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(target, keys)| HintView { target, keys })
-                .collect(),
-        }
+        status_of(&self.node).await
     }
 
     async fn ring(self, _: Context) -> RingReply {
-        let Some(routing) = self.node.cluster().routing() else {
-            return RingReply {
-                version: 0,
-                digest: String::new(),
-                partitions: vec![],
-                pending_version: None,
-            };
+        ring_of(&self.node)
+    }
+}
+
+/// The answer to `status` (tarpc and HTTP).
+pub(crate) async fn status_of(node: &Node) -> StatusReply {
+    let cluster = node.cluster();
+    let routing = cluster.routing();
+    let ring = routing.as_ref().map(|r| &r.ring);
+    let loads = ring.map(|r| r.loads()).unwrap_or_default();
+    let nodes = cluster
+        .members()
+        .into_iter()
+        .map(|m| {
+            let partitions = ring
+                .and_then(|r| r.index_of(&m.id))
+                .map_or(0, |i| loads[usize::from(i)]);
+            NodeView {
+                // A member that left is gone by design, not down.
+                status: if m.down && m.state.status != dotkv_membership::NodeStatus::Left {
+                    "down".into()
+                } else {
+                    m.state.status.to_string()
+                },
+                id: m.id,
+                addr: m.state.addr,
+                weight: m.state.weight,
+                zone: m.state.zone,
+                partitions,
+            }
+        })
+        .collect();
+    let ring = ring.map(|ring| RingStatus {
+        version: ring.version(),
+        digest: format!("{:016x}", ring.digest()),
+        pending: cluster
+            .transition_progress()
+            .map(|(id, moves, moved)| PendingStatus {
+                version: id.version,
+                digest: format!("{:016x}", id.digest),
+                moves,
+                moved,
+            }),
+    });
+    StatusReply {
+        node: cluster.node_id(),
+        nodes,
+        ring,
+        transfers: node.transfers(),
+        hints: node
+            .hint_counts()
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(target, keys)| HintView { target, keys })
+            .collect(),
+    }
+}
+
+/// The answer to `ring` (tarpc and HTTP).
+pub(crate) fn ring_of(node: &Node) -> RingReply {
+    let Some(routing) = node.cluster().routing() else {
+        return RingReply {
+            version: 0,
+            digest: String::new(),
+            partitions: vec![],
+            pending_version: None,
         };
-        let ring = &routing.ring;
-        let pending = routing.pending.as_ref().map(|p| &p.ring);
-        let ids = |ring: &dotkv_ring::Ring, id: u32| {
-            ring.preference_list(id)
-                .iter()
-                .map(|&i| ring.member(i).id.clone())
-                .collect::<Vec<_>>()
-        };
-        let partitions = (0..ring.partitions())
-            .map(|id| PartitionView {
-                id,
-                nodes: ids(ring, id),
-                pending: pending.map(|p| ids(p, id)),
-            })
-            .collect();
-        RingReply {
-            version: ring.version(),
-            digest: format!("{:016x}", ring.digest()),
-            partitions,
-            pending_version: pending.map(dotkv_ring::Ring::version),
-        }
+    };
+    let ring = &routing.ring;
+    let pending = routing.pending.as_ref().map(|p| &p.ring);
+    let ids = |ring: &dotkv_ring::Ring, id: u32| {
+        ring.preference_list(id)
+            .iter()
+            .map(|&i| ring.member(i).id.clone())
+            .collect::<Vec<_>>()
+    };
+    let partitions = (0..ring.partitions())
+        .map(|id| PartitionView {
+            id,
+            nodes: ids(ring, id),
+            pending: pending.map(|p| ids(p, id)),
+        })
+        .collect();
+    RingReply {
+        version: ring.version(),
+        digest: format!("{:016x}", ring.digest()),
+        partitions,
+        pending_version: pending.map(dotkv_ring::Ring::version),
     }
 }
 

@@ -1,0 +1,308 @@
+//! The HTTP/JSON gateway (`http.listen`) of real `dotkv-server` processes on loopback:
+//! put, get, siblings (JSON, `300` with multipart), a resolving put with the context
+//! header, delete, R/W parameters, binary values, errors and their statuses, `/status`,
+//! `/ring` and `/openapi.json`. The client is a few lines of HTTP/1.1 over a socket, so
+//! the test sees exactly the bytes a curl user gets.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use common::{Server, free_port};
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// An HTTP response: status, headers (names lowercased), body.
+struct Response {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Response {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    fn context(&self) -> String {
+        self.header("x-dotkv-context")
+            .expect("an X-Dotkv-Context header")
+            .to_owned()
+    }
+}
+
+/// One request with `Connection: close`; the body is read to the end of the stream.
+fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
+    let mut stream = TcpStream::connect(addr).expect("connect to the gateway");
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
+    stream.write_all(body).unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).unwrap();
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a complete response head");
+    let head = String::from_utf8(raw[..split].to_vec()).unwrap();
+    let mut lines = head.split("\r\n");
+    let status = lines.next().unwrap().split(' ').nth(1).unwrap();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let mut body = raw[split + 4..].to_vec();
+    let chunked = headers
+        .iter()
+        .any(|(n, v)| n == "transfer-encoding" && v.contains("chunked"));
+    if chunked {
+        body = dechunk(&body);
+    }
+    Response {
+        status: status.parse().unwrap(),
+        headers,
+        body,
+    }
+}
+
+fn dechunk(mut raw: &[u8]) -> Vec<u8> {
+    let mut body = Vec::new();
+    loop {
+        let end = raw.windows(2).position(|w| w == b"\r\n").unwrap();
+        let size =
+            usize::from_str_radix(std::str::from_utf8(&raw[..end]).unwrap().trim(), 16).unwrap();
+        if size == 0 {
+            return body;
+        }
+        body.extend_from_slice(&raw[end + 2..end + 2 + size]);
+        raw = &raw[end + 4 + size..];
+    }
+}
+
+fn sorted_values(json: &Value) -> Vec<String> {
+    let mut values: Vec<String> = json["values"]
+        .as_array()
+        .expect("values")
+        .iter()
+        .map(|v| v.as_str().expect("a string").to_owned())
+        .collect();
+    values.sort();
+    values
+}
+
+fn assert_error(response: &Response, status: u16, kind: &str) {
+    assert_eq!(
+        response.status,
+        status,
+        "{}",
+        String::from_utf8_lossy(&response.body)
+    );
+    let json = response.json();
+    assert_eq!(json["kind"], kind, "{json}");
+    assert!(
+        json["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{json}"
+    );
+}
+
+#[test]
+fn the_http_gateway_serves_reads_writes_siblings_and_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut servers: Vec<Server> = Vec::new();
+    let mut rpc: Vec<String> = Vec::new();
+    let mut gateways: Vec<String> = Vec::new();
+    for i in 1..=3 {
+        let addr = format!("127.0.0.1:{}", free_port());
+        let gateway = format!("127.0.0.1:{}", free_port());
+        let data = dir.path().join(format!("n{i}"));
+        let seed = (i > 1).then(|| rpc[0].clone());
+        let envs = [("DOTKV_HTTP__LISTEN", gateway.as_str())];
+        let server = common::start_node(
+            "test",
+            &format!("n{i}"),
+            &addr,
+            data.to_str().unwrap(),
+            seed.as_deref(),
+            &envs,
+            WAIT,
+        );
+        servers.push(server);
+        rpc.push(addr);
+        gateways.push(gateway);
+    }
+    assert!(
+        common::eventually(WAIT, || common::settled(&rpc[0], 3)),
+        "the cluster did not settle"
+    );
+    let (a, b) = (gateways[0].as_str(), gateways[1].as_str());
+
+    // Put and get; the context comes back in the header and the body.
+    let put = http(a, "PUT", "/kv/greeting", &[], b"hello");
+    assert_eq!(put.status, 200, "{}", String::from_utf8_lossy(&put.body));
+    assert_eq!(put.json()["context"], put.context());
+    let read = http(b, "GET", "/kv/greeting", &[], b"");
+    assert_eq!(read.status, 200);
+    assert_eq!(sorted_values(&read.json()), ["hello"]);
+    assert_eq!(read.json()["context"], read.context());
+
+    // Two writes without a context are concurrent: siblings.
+    for value in ["left", "right"] {
+        let put = http(a, "PUT", "/kv/fork", &[], value.as_bytes());
+        assert_eq!(put.status, 200);
+    }
+    let read = http(b, "GET", "/kv/fork", &[], b"");
+    assert_eq!(read.status, 200);
+    assert_eq!(sorted_values(&read.json()), ["left", "right"]);
+    // As multipart: 300 Multiple Choices, one part per sibling.
+    let multi = http(b, "GET", "/kv/fork", &[("Accept", "multipart/mixed")], b"");
+    assert_eq!(multi.status, 300);
+    let content_type = multi.header("content-type").unwrap().to_owned();
+    let boundary = content_type.split("boundary=").nth(1).expect("a boundary");
+    let body = String::from_utf8(multi.body.clone()).unwrap();
+    let parts: Vec<&str> = body
+        .split(&format!("--{boundary}"))
+        .filter(|p| p.contains("application/octet-stream"))
+        .collect();
+    assert_eq!(parts.len(), 2, "{body}");
+    assert!(body.contains("\r\n\r\nleft\r\n") && body.contains("\r\n\r\nright\r\n"));
+    // One value asked for, several there: 300 with the JSON body.
+    let one = http(
+        b,
+        "GET",
+        "/kv/fork",
+        &[("Accept", "application/octet-stream")],
+        b"",
+    );
+    assert_eq!(one.status, 300);
+    assert_eq!(sorted_values(&one.json()), ["left", "right"]);
+
+    // A write with the read's context replaces both siblings.
+    let context = read.context();
+    let put = http(
+        a,
+        "PUT",
+        "/kv/fork",
+        &[("X-Dotkv-Context", &context)],
+        b"merged",
+    );
+    assert_eq!(put.status, 200);
+    let read = http(b, "GET", "/kv/fork?r=3", &[], b"");
+    assert_eq!(sorted_values(&read.json()), ["merged"]);
+
+    // Delete with the context: 404 afterwards, with a context to write after it.
+    let deleted = http(
+        a,
+        "DELETE",
+        "/kv/fork",
+        &[("X-Dotkv-Context", &read.context())],
+        b"",
+    );
+    assert_eq!(deleted.status, 200);
+    let gone = http(b, "GET", "/kv/fork", &[], b"");
+    assert_eq!(gone.status, 404);
+    assert_eq!(gone.json()["values"], serde_json::json!([]));
+    assert!(!gone.context().is_empty());
+
+    // Binary values: the exact bytes with application/octet-stream, base64 in JSON.
+    let bytes = [0u8, 159, 146, 150, 255, b'\r', b'\n'];
+    let headers = [("Content-Type", "application/octet-stream")];
+    assert_eq!(http(a, "PUT", "/kv/blob?w=3", &headers, &bytes).status, 200);
+    let raw = http(
+        b,
+        "GET",
+        "/kv/blob",
+        &[("Accept", "application/octet-stream")],
+        b"",
+    );
+    assert_eq!(raw.status, 200);
+    assert_eq!(raw.body, bytes);
+    assert_eq!(raw.header("content-type"), Some("application/octet-stream"));
+    assert_eq!(
+        http(b, "GET", "/kv/blob", &[], b"").json()["values"][0],
+        "AJ+Slv8NCg=="
+    );
+
+    // Keys with slashes and escapes.
+    assert_eq!(http(a, "PUT", "/kv/a/b%20c", &[], b"nested").status, 200);
+    let nested = http(b, "GET", "/kv/a/b%20c", &[], b"");
+    assert_eq!(nested.json()["key"], "a/b c");
+    assert_eq!(sorted_values(&nested.json()), ["nested"]);
+
+    // Bad input: 400 invalid_argument, nothing stored.
+    assert_error(
+        &http(a, "PUT", "/kv/bad?w=4", &[], b"v"),
+        400,
+        "invalid_argument",
+    );
+    assert_error(
+        &http(a, "PUT", "/kv/bad?w=two", &[], b"v"),
+        400,
+        "invalid_argument",
+    );
+    assert_error(
+        &http(a, "GET", "/kv/bad?r=0", &[], b""),
+        400,
+        "invalid_argument",
+    );
+    assert_error(
+        &http(a, "GET", "/kv/bad?w=2", &[], b""),
+        400,
+        "invalid_argument",
+    );
+    assert_error(
+        &http(a, "GET", "/kv/bad?colour=red", &[], b""),
+        400,
+        "invalid_argument",
+    );
+    let context = [("X-Dotkv-Context", "not-a-context")];
+    assert_error(
+        &http(a, "PUT", "/kv/bad", &context, b"v"),
+        400,
+        "invalid_argument",
+    );
+    let long_key = format!("/kv/{}", "k".repeat(2000));
+    assert_error(
+        &http(a, "PUT", &long_key, &[], b"v"),
+        400,
+        "invalid_argument",
+    );
+    assert_eq!(http(b, "GET", "/kv/bad?r=3", &[], b"").status, 404);
+    assert_error(&http(a, "GET", "/nowhere", &[], b""), 404, "not_found");
+
+    // Status, ring, and the API description.
+    let status = http(a, "GET", "/status", &[], b"").json();
+    assert_eq!(status["node"], "n1");
+    assert_eq!(status["nodes"].as_array().unwrap().len(), 3);
+    let ring = http(a, "GET", "/ring", &[], b"").json();
+    assert!(ring["version"].as_u64().unwrap() > 0);
+    assert!(!ring["partitions"].as_array().unwrap().is_empty());
+    let api = http(a, "GET", "/openapi.json", &[], b"").json();
+    assert_eq!(api["openapi"], "3.0.3");
+    for path in ["/kv/{key}", "/status", "/ring", "/openapi.json"] {
+        assert!(api["paths"][path].is_object(), "{path} is not described");
+    }
+
+    // Two of three nodes gone: W = 2 cannot be met, 503 quorum_not_reached.
+    servers[1].signal("KILL");
+    servers[2].signal("KILL");
+    let refused = http(a, "PUT", "/kv/lonely?w=2", &[], b"v");
+    assert_error(&refused, 503, "quorum_not_reached");
+}
