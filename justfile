@@ -173,7 +173,8 @@ bench-cluster seconds="10" threads="0":
 # two counts), and `w` with each of SIZES value sizes (LMDB, 1 000 keys). A fresh 3-node
 # release cluster on 127.0.0.1:7401-7403 per point (storage.sync = true, N=3 R=2 W=2, 64 in
 # flight, SECONDS per workload; loads run 256 in flight); the servers' RSS after each run.
-# Points land in target/bench/scale/points.jsonl, the plot in target/bench/scale/scale.svg.
+# Points land in target/bench/scale/points.jsonl, the plot in target/bench/scale/scale.svg
+# (the README's copy of both: benches/results/).
 bench-scale keys="10000 1000000 10000000" sizes="100 1024 65536 1048576" seconds="10":
     #!/usr/bin/env bash
     set -euo pipefail
@@ -214,7 +215,11 @@ bench-scale keys="10000 1000000 10000000" sizes="100 1024 65536 1048576" seconds
         target/release/dotkv --json --timeout 30000 bench \
             --nodes 127.0.0.1:7401,127.0.0.1:7402,127.0.0.1:7403 --concurrency 64 \
             --duration {{seconds}} --r 2 --w 2 --load-concurrency 256 "$@" > "$out/$name.json"
-        rss=$(for pid in "${pids[@]}"; do awk '/VmRSS/ {print $2}' "/proc/$pid/status"; done | paste -sd, -)
+        # Each server's resident KiB, and of them the anonymous (heap) part: LMDB's memory
+        # map makes the file's pages count as resident too.
+        rss=$(for pid in "${pids[@]}"; do
+            awk '/^VmRSS/ {t=$2} /^RssAnon/ {a=$2} END {print t "/" a}' "/proc/$pid/status"
+        done | paste -sd, -)
         python3 benches/scale.py point "$out/points.jsonl" "$out/$name.json" "$backend" "$rss"
         echo "$backend $(python3 benches/summarize.py "$out/$name.json")  keys $2 value $4 B  RSS KiB $rss"
     }

@@ -1,7 +1,8 @@
 """The scale curve of `just bench-scale`.
 
-    scale.py point POINTS REPORT BACKEND RSS_KIB   append one point (a `dotkv bench --json`
-                                                  report, the backend, the servers' RSS)
+    scale.py point POINTS REPORT BACKEND RSS       append one point (a `dotkv bench --json`
+                                                  report, the backend, the servers' RSS as
+                                                  "total/anonymous" KiB, comma separated)
     scale.py plot POINTS SVG                      draw the curve, print a Markdown table
 
 No plotting library: the SVG is written by hand, so that the recipe needs only Python.
@@ -23,7 +24,11 @@ def point(points, report_path, backend, rss):
         "p50_ms": r["latency_ms"]["p50"],
         "p99_ms": r["latency_ms"]["p99"],
         "errors": r["errors"],
-        "rss_mib": [round(int(k) / 1024, 1) for k in rss.split(",") if k],
+        # "total/anon" KiB per server (older points: total only).
+        "rss_mib": [round(int(k.split("/")[0]) / 1024, 1) for k in rss.split(",") if k],
+        "rss_anon_mib": [
+            round(int(k.split("/")[1]) / 1024, 1) for k in rss.split(",") if "/" in k
+        ],
     }
     with open(points, "a") as f:
         f.write(json.dumps(entry) + "\n")
@@ -117,10 +122,17 @@ def plot(points_path, svg_path):
     ]
     with open(svg_path, "w") as f:
         f.write("\n".join(svg) + "\n")
-    print("| backend | workload | keys | value | ops/s | p50 ms | p99 ms | server RSS MiB |")
+    print(
+        "| backend | workload | keys | value | ops/s | p50 ms | p99 ms "
+        "| server RSS MiB (anonymous) |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for p in points:
-        rss = " / ".join(f"{r:.0f}" for r in p["rss_mib"])
+        anon = p.get("rss_anon_mib") or [None] * len(p["rss_mib"])
+        rss = " / ".join(
+            f"{r:.0f}" + (f" ({a:.0f})" if a is not None else "")
+            for r, a in zip(p["rss_mib"], anon)
+        )
         print(
             f'| {p["backend"]} | {p["workload"]} | {p["keys"]:,} | {human(p["value_size"])} B '
             f'| {p["throughput"]:,.0f} | {p["p50_ms"]:.2f} | {p["p99_ms"]:.2f} | {rss} |'
