@@ -97,6 +97,116 @@ fn dechunk(mut raw: &[u8]) -> Vec<u8> {
     }
 }
 
+/// One sample of an OpenMetrics text exposition.
+#[derive(Debug)]
+struct Sample {
+    name: String,
+    labels: Vec<(String, String)>,
+    value: f64,
+}
+
+/// Parses the OpenMetrics text format (the subset Prometheus scrapes): `# TYPE`, `# HELP`,
+/// `# UNIT` lines, samples `name{label="value",...} number`, and the final `# EOF`. Panics
+/// on anything else, on a sample of an undeclared family, or without the `# EOF`.
+fn parse_openmetrics(text: &str) -> Vec<Sample> {
+    let mut families: Vec<(String, String)> = Vec::new();
+    let mut samples = Vec::new();
+    let mut lines = text.lines().peekable();
+    while let Some(line) = lines.next() {
+        if line == "# EOF" {
+            assert!(lines.peek().is_none(), "text after # EOF");
+            return samples;
+        }
+        if let Some(meta) = line.strip_prefix("# ") {
+            let mut parts = meta.splitn(3, ' ');
+            let (kind, name) = (parts.next().unwrap(), parts.next().expect("a family name"));
+            match kind {
+                "TYPE" => {
+                    let family_type = parts.next().expect("a type").to_owned();
+                    let known = [
+                        "counter",
+                        "gauge",
+                        "histogram",
+                        "summary",
+                        "unknown",
+                        "info",
+                    ];
+                    assert!(known.contains(&family_type.as_str()), "{line}");
+                    families.push((name.to_owned(), family_type));
+                }
+                "HELP" | "UNIT" => {}
+                _ => panic!("unexpected metadata line: {line}"),
+            }
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').expect("a sample: series and value");
+        let value: f64 = match value {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            other => other.parse().unwrap_or_else(|_| panic!("a number: {line}")),
+        };
+        let (name, labels) = match series.split_once('{') {
+            None => (series.to_owned(), Vec::new()),
+            Some((name, rest)) => {
+                let body = rest.strip_suffix('}').expect("labels end with }");
+                let labels = body
+                    .split(',')
+                    .filter(|pair| !pair.is_empty())
+                    .map(|pair| {
+                        let (k, v) = pair.split_once('=').expect("label=value");
+                        let v = v
+                            .strip_prefix('"')
+                            .and_then(|v| v.strip_suffix('"'))
+                            .expect("a quoted label value");
+                        (k.to_owned(), v.to_owned())
+                    })
+                    .collect();
+                (name.to_owned(), labels)
+            }
+        };
+        let declared = families.iter().any(|(family, family_type)| {
+            let suffixes: &[&str] = match family_type.as_str() {
+                "counter" => &["_total", "_created"],
+                "histogram" => &["_bucket", "_count", "_sum", "_created"],
+                _ => &[""],
+            };
+            suffixes.iter().any(|s| name == format!("{family}{s}"))
+        });
+        assert!(declared, "sample of an undeclared family: {line}");
+        samples.push(Sample {
+            name,
+            labels,
+            value,
+        });
+    }
+    panic!("no # EOF at the end");
+}
+
+/// The value of the sample `name` with exactly `labels`.
+fn sample(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    samples
+        .iter()
+        .find(|s| {
+            s.name == name
+                && s.labels.len() == labels.len()
+                && labels
+                    .iter()
+                    .all(|(k, v)| s.labels.iter().any(|(lk, lv)| lk == k && lv == v))
+        })
+        .map(|s| s.value)
+}
+
+fn scrape(addr: &str) -> Vec<Sample> {
+    let response = http(addr, "GET", "/metrics", &[], b"");
+    assert_eq!(response.status, 200);
+    assert!(
+        response
+            .header("content-type")
+            .is_some_and(|t| t.starts_with("application/openmetrics-text"))
+    );
+    parse_openmetrics(&String::from_utf8(response.body).expect("UTF-8 text"))
+}
+
 fn sorted_values(json: &Value) -> Vec<String> {
     let mut values: Vec<String> = json["values"]
         .as_array()
@@ -153,6 +263,7 @@ fn the_http_gateway_serves_reads_writes_siblings_and_errors() {
         "the cluster did not settle"
     );
     let (a, b) = (gateways[0].as_str(), gateways[1].as_str());
+    let before = scrape(a);
 
     // Put and get; the context comes back in the header and the body.
     let put = http(a, "PUT", "/kv/greeting", &[], b"hello");
@@ -296,9 +407,46 @@ fn the_http_gateway_serves_reads_writes_siblings_and_errors() {
     assert!(!ring["partitions"].as_array().unwrap().is_empty());
     let api = http(a, "GET", "/openapi.json", &[], b"").json();
     assert_eq!(api["openapi"], "3.0.3");
-    for path in ["/kv/{key}", "/status", "/ring", "/openapi.json"] {
+    for path in ["/kv/{key}", "/status", "/ring", "/metrics", "/openapi.json"] {
         assert!(api["paths"][path].is_object(), "{path} is not described");
     }
+
+    // The metrics parse and moved with the traffic above.
+    let after = scrape(a);
+    let puts = |samples: &[Sample]| {
+        sample(
+            samples,
+            "dotkv_requests_total",
+            &[("op", "put"), ("outcome", "ok")],
+        )
+        .unwrap_or(0.0)
+    };
+    assert!(
+        puts(&after) >= puts(&before) + 6.0,
+        "puts: {} -> {}",
+        puts(&before),
+        puts(&after)
+    );
+    let refused = sample(
+        &after,
+        "dotkv_requests_total",
+        &[("op", "put"), ("outcome", "invalid_argument")],
+    );
+    assert!(refused.unwrap_or(0.0) >= 3.0, "{refused:?}");
+    let timed = sample(
+        &after,
+        "dotkv_request_duration_seconds_count",
+        &[("op", "put")],
+    );
+    assert!(timed.unwrap_or(0.0) >= puts(&after), "{timed:?}");
+    assert_eq!(
+        sample(&after, "dotkv_members", &[("status", "up")]),
+        Some(3.0)
+    );
+    assert!(sample(&after, "dotkv_gossip_rounds_total", &[]).unwrap() > 0.0);
+    let commits = sample(&after, "dotkv_storage_commit_group_size_count", &[]);
+    assert!(commits.unwrap_or(0.0) > 0.0, "{commits:?}");
+    assert!(sample(&after, "dotkv_storage_commit_duration_seconds_sum", &[]).is_some());
 
     // Two of three nodes gone: W = 2 cannot be met, 503 quorum_not_reached.
     servers[1].signal("KILL");

@@ -172,6 +172,8 @@ pub(crate) struct AaeState {
     tombstones: Mutex<BTreeMap<(u32, Bytes), u64>>,
     keys_repaired: AtomicU64,
     reaped: AtomicU64,
+    /// Exchanges completed (both trees built, repairs done).
+    exchanges_done: AtomicU64,
 }
 
 /// Whether `object` is a deleted key whose tombstone is past its grace period at `now`.
@@ -433,6 +435,11 @@ impl Node {
         Ok(answers.into_iter().flatten().collect())
     }
 
+    /// How many anti-entropy exchanges this node completed.
+    pub fn aae_exchanges(&self) -> u64 {
+        self.aae_state().exchanges_done.load(Ordering::Relaxed)
+    }
+
     /// What `dotkv aae` shows.
     pub fn aae_view(&self) -> AaeView {
         let state = self.aae_state();
@@ -559,6 +566,7 @@ impl Node {
         let view = match outcome {
             Ok(None) => return, // a tree is not built yet: nothing to record
             Ok(Some((keys, bytes))) => {
+                state.exchanges_done.fetch_add(1, Ordering::Relaxed);
                 if keys > 0 {
                     state.keys_repaired.fetch_add(keys, Ordering::Relaxed);
                     tracing::info!(

@@ -127,6 +127,8 @@ struct ClusterInner {
     store: Arc<dyn Storage>,
     transport: Arc<dyn Transport>,
     interval: Duration,
+    /// Gossip rounds started (a metric).
+    rounds: std::sync::atomic::AtomicU64,
 }
 
 impl Cluster {
@@ -174,6 +176,7 @@ impl Cluster {
             store,
             transport,
             interval,
+            rounds: std::sync::atomic::AtomicU64::new(0),
         }));
         cluster.refresh_routing();
         cluster.persist_if_changed().await;
@@ -332,6 +335,11 @@ impl Cluster {
         Ok(())
     }
 
+    /// How many gossip rounds this node started.
+    pub fn gossip_rounds(&self) -> u64 {
+        self.0.rounds.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// The transition in progress: the pending ring's id, the partition replicas that
     /// change owner, and how many of them their receiver has synced.
     pub fn transition_progress(&self) -> Option<(RingId, usize, usize)> {
@@ -346,6 +354,9 @@ impl Cluster {
 
     /// One gossip exchange with one peer.
     pub async fn gossip_round(&self) {
+        self.0
+            .rounds
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let now = self.now();
         let tick = self.with(|g| g.tick(now));
         // As the claimant, the tick may have published a ring.

@@ -183,6 +183,7 @@ impl Node {
                 Ok(0) => {}
                 Ok(count) => {
                     delivered += count;
+                    self.metrics().hints_delivered(count as u64);
                     tracing::info!(target, hints = count, "delivered hints");
                 }
                 Err(error) => tracing::debug!(target, %error, "hint delivery failed; will retry"),

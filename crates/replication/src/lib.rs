@@ -41,6 +41,7 @@ mod config;
 mod error;
 mod handoff;
 mod hints;
+mod metrics;
 mod node;
 mod object;
 mod quorum;

@@ -18,9 +18,9 @@
 //!           (see the `read` module)
 //! ```
 
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use dotkv_ring::NodeIndex;
@@ -31,6 +31,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 
 use crate::aae::{AaeConfig, AaeState};
 use crate::handoff::{HandoffConfig, HandoffState};
+use crate::metrics::Metrics;
 use crate::object::{
     context_of, decode_object, deleted_at_ms, encode_object, live_values, merge_into,
 };
@@ -64,9 +65,8 @@ struct NodeInner {
     /// Anti-entropy: its settings, the partitions' trees and the exchanges.
     aae: AaeConfig,
     aae_state: AaeState,
-    /// Client writes this node forwarded to an owner (it owns none of the key's
-    /// replicas): what token-aware clients save.
-    forwarded_puts: AtomicU64,
+    /// What the request path counts (see the `metrics` module).
+    metrics: Metrics,
 }
 
 /// A node's settings, as the server's configuration gives them.
@@ -118,13 +118,17 @@ impl Node {
             handoff_state: HandoffState::default(),
             aae,
             aae_state: AaeState::default(),
-            forwarded_puts: AtomicU64::new(0),
+            metrics: Metrics::default(),
         }))
     }
 
     /// How many client writes this node forwarded to an owner of their key.
     pub fn forwarded_puts(&self) -> u64 {
-        self.0.forwarded_puts.load(Ordering::Relaxed)
+        self.0.metrics.forwarded_puts()
+    }
+
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.0.metrics
     }
 
     /// The node's membership.
@@ -167,6 +171,24 @@ impl Node {
     // Debug level: an enabled span per request costs a key copy and registry work.
     #[tracing::instrument(level = "debug", skip_all, fields(key = %String::from_utf8_lossy(&request.key)))]
     pub async fn put(&self, request: PutRequest) -> Result<PutReply> {
+        // Counted where the client sent it: a forwarded write is the forwarder's.
+        if request.forwarded {
+            return self.put_request(request).await;
+        }
+        let op = if request.value.is_some() {
+            "put"
+        } else {
+            "delete"
+        };
+        let started = Instant::now();
+        let result = self.put_request(request).await;
+        self.0
+            .metrics
+            .request(op, outcome(&result), started.elapsed());
+        result
+    }
+
+    async fn put_request(&self, request: PutRequest) -> Result<PutReply> {
         self.check_key(&request.key)?;
         if let Some(value) = &request.value {
             if value.len() > self.0.limits.max_value_bytes {
@@ -206,6 +228,15 @@ impl Node {
     // Debug level: an enabled span per request costs a key copy and registry work.
     #[tracing::instrument(level = "debug", skip_all, fields(key = %String::from_utf8_lossy(&request.key)))]
     pub async fn get(&self, request: GetRequest) -> Result<GetReply> {
+        let started = Instant::now();
+        let result = self.get_request(request).await;
+        self.0
+            .metrics
+            .request("get", outcome(&result), started.elapsed());
+        result
+    }
+
+    async fn get_request(&self, request: GetRequest) -> Result<GetReply> {
         self.check_key(&request.key)?;
         let r = self.quorum_size(request.r, self.0.config.r, "r")?;
         let pr = self.primary_quorum(request.pr, self.0.config.pr, r, "pr")?;
@@ -420,7 +451,7 @@ impl Node {
         mut request: PutRequest,
     ) -> Result<PutReply> {
         request.forwarded = true;
-        self.0.forwarded_puts.fetch_add(1, Ordering::Relaxed);
+        self.0.metrics.forwarded_put();
         let owners = routing.ring.preference_list(partition);
         let (live, down): (Vec<NodeIndex>, Vec<NodeIndex>) = owners
             .iter()
@@ -1001,6 +1032,11 @@ impl WriteTargets {
 }
 
 /// Aborts a storage update with a request error, which [`tx_error`] recovers.
+/// A request's outcome label: `ok` or the error kind.
+fn outcome<T>(result: &Result<T>) -> &'static str {
+    result.as_ref().map_or_else(Error::kind, |_| "ok")
+}
+
 fn abort(error: Error) -> BoxError {
     Arc::new(error)
 }

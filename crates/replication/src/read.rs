@@ -171,6 +171,7 @@ impl ReadRound {
                 },
                 () = &mut retry, if speculative.is_some() && !self.unasked.is_empty() => {
                     tracing::debug!("speculative read of another replica");
+                    self.node.metrics().speculative_read();
                     self.ask_next();
                     if let Some(delay) = speculative {
                         retry.as_mut().reset(tokio::time::Instant::now() + delay);
@@ -361,6 +362,7 @@ impl ReadRound {
             .collect();
         for node in stale {
             tracing::debug!(replica = self.routing.id(node), "read repair");
+            self.node.metrics().read_repair();
             let result = if Some(node) == self.routing.me {
                 self.node
                     .merge_local(

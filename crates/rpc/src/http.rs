@@ -10,6 +10,7 @@
 //!  DELETE /kv/{key}?w=&pw=   a tombstone                        200 {"key","context"}
 //!  GET    /status, /ring     what `dotkv status --json` / `dotkv ring --json` print
 //!  GET    /openapi.json      this API's OpenAPI 3 description
+//!  GET    /metrics           the node's metrics for Prometheus (OpenMetrics text)
 //! ```
 //!
 //! The causal context travels in the `X-Dotkv-Context` header both ways (Riak's
@@ -64,6 +65,7 @@ pub fn router(node: Node) -> Router {
         .route("/status", get(status))
         .route("/ring", get(ring))
         .route("/openapi.json", get(openapi))
+        .route("/metrics", get(metrics))
         .fallback(|| async { error_response(StatusCode::NOT_FOUND, "no such route", "not_found") })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(node)
@@ -240,6 +242,12 @@ async fn status(State(node): State<Node>) -> Response {
 
 async fn ring(State(node): State<Node>) -> Response {
     axum::Json(crate::server::ring_of(&node)).into_response()
+}
+
+async fn metrics(State(node): State<Node>) -> Response {
+    let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+    let text = node.metrics_text().await;
+    ([(header::CONTENT_TYPE, content_type)], text).into_response()
 }
 
 async fn openapi() -> Response {

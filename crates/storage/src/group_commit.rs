@@ -13,6 +13,8 @@
 //! same error.
 
 use async_trait::async_trait;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -56,18 +58,63 @@ pub(crate) struct CommitQueue {
     sender: std::sync::Mutex<Option<mpsc::Sender<Pending>>>,
     /// The writer task, awaited by `close`.
     writer: tokio::sync::Mutex<Option<JoinHandle<Result<()>>>>,
+    /// Group sizes and commit times, shared with the writer task.
+    metrics: CommitMetrics,
+}
+
+/// What the group commit measures: ops per commit, and how long each commit took (its
+/// fsyncs included when the store syncs). Clones share the values.
+#[derive(Debug, Clone)]
+pub struct CommitMetrics {
+    group_size: Histogram,
+    commit_seconds: Histogram,
+}
+
+impl Default for CommitMetrics {
+    fn default() -> Self {
+        Self {
+            // 1 to 512 ops, doubling.
+            group_size: Histogram::new(exponential_buckets(1.0, 2.0, 10)),
+            // 50 µs to ~1.6 s, doubling.
+            commit_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
+        }
+    }
+}
+
+impl CommitMetrics {
+    /// Registers both histograms in `registry`.
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "commit_group_size",
+            "Write ops committed together by the group commit",
+            self.group_size.clone(),
+        );
+        registry.register_with_unit(
+            "commit_duration",
+            "Time of one group commit, its fsyncs included when storage.sync is on",
+            Unit::Seconds,
+            self.commit_seconds.clone(),
+        );
+    }
 }
 
 impl CommitQueue {
     /// Starts the writer task over `applier`.
     pub(crate) fn start<A: GroupApplier>(kind: StorageKind, applier: A, max_group: usize) -> Self {
         let (tx, rx) = mpsc::channel(max_group.max(1));
-        let writer = tokio::spawn(run_writer(rx, applier, max_group.max(1)));
+        let metrics = CommitMetrics::default();
+        let writer = tokio::spawn(run_writer(rx, applier, max_group.max(1), metrics.clone()));
         Self {
             kind,
             sender: std::sync::Mutex::new(Some(tx)),
             writer: tokio::sync::Mutex::new(Some(writer)),
+            metrics,
         }
+    }
+
+    /// The queue's group sizes and commit times.
+    pub(crate) fn metrics(&self) -> &CommitMetrics {
+        &self.metrics
     }
 
     /// Queues `op` and waits for its group to commit.
@@ -129,6 +176,7 @@ async fn run_writer<A: GroupApplier>(
     mut rx: mpsc::Receiver<Pending>,
     mut applier: A,
     max_group: usize,
+    metrics: CommitMetrics,
 ) -> Result<()> {
     let mut group = Vec::with_capacity(max_group);
     while rx.recv_many(&mut group, max_group).await > 0 {
@@ -137,7 +185,13 @@ async fn run_writer<A: GroupApplier>(
             .map(|Pending { op, reply }| (op, reply))
             .unzip();
         let count = ops.len();
-        match applier.apply(ops).await {
+        let started = std::time::Instant::now();
+        let applied = applier.apply(ops).await;
+        metrics.group_size.observe(count as f64);
+        metrics
+            .commit_seconds
+            .observe(started.elapsed().as_secs_f64());
+        match applied {
             Ok(outcomes) => {
                 debug_assert_eq!(outcomes.len(), count);
                 for (reply, outcome) in replies.into_iter().zip(outcomes) {

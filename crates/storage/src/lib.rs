@@ -69,6 +69,7 @@ use async_trait::async_trait;
 
 pub use config::{StorageConfig, StorageKind};
 pub use error::{BoxError, Error, Result, TxError};
+pub use group_commit::CommitMetrics;
 pub use keys::{HintKey, Keyspace};
 #[cfg(feature = "lmdb")]
 pub use lmdb::LmdbStorage;
@@ -272,6 +273,11 @@ pub(crate) fn range_bounds<'a>(
 pub trait Storage: Send + Sync + fmt::Debug + 'static {
     /// Which backend this is.
     fn kind(&self) -> StorageKind;
+
+    /// The group commit's measurements, for backends that commit in groups.
+    fn commit_metrics(&self) -> Option<CommitMetrics> {
+        None
+    }
 
     /// Reads one key.
     async fn get(&self, space: Keyspace, key: &[u8]) -> Result<Option<Vec<u8>>>;

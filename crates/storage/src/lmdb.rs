@@ -13,7 +13,9 @@ use async_trait::async_trait;
 use heed::types::Bytes;
 use heed::{Database, Env, EnvFlags, EnvOpenOptions, MdbError, RwTxn};
 
-use crate::group_commit::{CommitQueue, GroupApplier, OpOutcome, SyncTxn, WriteOp, apply_op};
+use crate::group_commit::{
+    CommitMetrics, CommitQueue, GroupApplier, OpOutcome, SyncTxn, WriteOp, apply_op,
+};
 use crate::{
     Error, KeyValue, Keyspace, Result, ScanRange, Storage, StorageConfig, StorageKind, TxError,
     UpdateFn, WriteBatch,
@@ -229,6 +231,10 @@ impl GroupApplier for LmdbWriter {
 impl Storage for LmdbStorage {
     fn kind(&self) -> StorageKind {
         KIND
+    }
+
+    fn commit_metrics(&self) -> Option<CommitMetrics> {
+        Some(self.queue.metrics().clone())
     }
 
     async fn get(&self, space: Keyspace, key: &[u8]) -> Result<Option<Vec<u8>>> {

@@ -18,7 +18,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{ConnectOptions, Connection};
 
-use crate::group_commit::{CommitQueue, GroupApplier, OpOutcome, WriteOp};
+use crate::group_commit::{CommitMetrics, CommitQueue, GroupApplier, OpOutcome, WriteOp};
 use crate::{
     BatchOp, Error, KeyValue, Keyspace, Result, ScanRange, Storage, StorageConfig, StorageKind,
     TxError, Update, UpdateFn, WriteBatch,
@@ -265,6 +265,10 @@ impl GroupApplier for SqliteWriter {
 impl Storage for SqliteStorage {
     fn kind(&self) -> StorageKind {
         KIND
+    }
+
+    fn commit_metrics(&self) -> Option<CommitMetrics> {
+        Some(self.queue.metrics().clone())
     }
 
     async fn get(&self, space: Keyspace, key: &[u8]) -> Result<Option<Vec<u8>>> {
