@@ -39,7 +39,8 @@ verify:
     just lint
     just test
 
-# Start N local nodes (PROFILE: default = LMDB, sqlite, memory, test) on 127.0.0.1:7001..,
+# Start N local nodes (PROFILE: default = LMDB, sqlite, memory, test) on 127.0.0.1:7001..
+# (HTTP gateways and /metrics on 127.0.0.1:8001..),
 # data under .cluster/PROFILE/, logs in .cluster/; wait until every node sees all up.
 cluster n="3" profile="default": build
     #!/usr/bin/env bash
@@ -52,6 +53,7 @@ cluster n="3" profile="default": build
         fi
         seeds=()
         if [ "$i" -gt 1 ]; then seeds=(--seeds 127.0.0.1:7001); fi
+        DOTKV_HTTP__LISTEN="127.0.0.1:$((8000 + i))" \
         nohup target/debug/dotkv-server --profile {{profile}} --node-id "n$i" \
             --listen "127.0.0.1:$((7000 + i))" --data-dir ".cluster/{{profile}}/n$i" "${seeds[@]}" \
             > ".cluster/n$i.log" 2>&1 &
@@ -81,6 +83,7 @@ add profile="default": build
     while [ -f ".cluster/n$i.pid" ] && kill -0 "$(cat ".cluster/n$i.pid")" 2>/dev/null; do i=$((i + 1)); done
     if [ "$i" -eq 1 ]; then echo "no cluster is running; start one with just cluster" >&2; exit 1; fi
     addr="127.0.0.1:$((7000 + i))"
+    DOTKV_HTTP__LISTEN="127.0.0.1:$((8000 + i))" \
     nohup target/debug/dotkv-server --profile {{profile}} --node-id "n$i" --listen "$addr" \
         --data-dir ".cluster/{{profile}}/n$i" > ".cluster/n$i.log" 2>&1 &
     echo $! > ".cluster/n$i.pid"
@@ -117,6 +120,28 @@ stop:
 # Run the client CLI, e.g. `just client status` or `just client --node 127.0.0.1:7002 ring`.
 client *args: build
     @target/debug/dotkv {{args}}
+
+# Point Prometheus at the running `just cluster`: writes .cluster/prometheus.yml (every
+# node's /metrics on 127.0.0.1:8001..) and runs `prometheus` on :9090 when it is installed
+# (else says how); import config/grafana-dashboard.json into Grafana for the panels.
+monitor:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    targets=()
+    for pidfile in .cluster/n*.pid; do
+        [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null || continue
+        i=${pidfile#.cluster/n}; i=${i%.pid}
+        targets+=("'127.0.0.1:$((8000 + i))'")
+    done
+    if [ "${#targets[@]}" -eq 0 ]; then echo "no cluster is running; start one with just cluster" >&2; exit 1; fi
+    list=$(IFS=,; echo "${targets[*]}")
+    printf 'global:\n  scrape_interval: 5s\nscrape_configs:\n  - job_name: dotkv\n    static_configs:\n      - targets: [%s]\n' "$list" > .cluster/prometheus.yml
+    echo "wrote .cluster/prometheus.yml (targets: $list)"
+    echo "Grafana: add the Prometheus data source http://127.0.0.1:9090, import config/grafana-dashboard.json"
+    if command -v prometheus >/dev/null; then
+        exec prometheus --config.file=.cluster/prometheus.yml --storage.tsdb.path=.cluster/prometheus
+    fi
+    echo "prometheus is not installed: run it with --config.file=.cluster/prometheus.yml"
 
 # Every benchmark: the criterion micro-benchmarks, then the 3-node cluster benchmark.
 bench: bench-micro bench-cluster

@@ -448,6 +448,38 @@ fn the_http_gateway_serves_reads_writes_siblings_and_errors() {
     assert!(commits.unwrap_or(0.0) > 0.0, "{commits:?}");
     assert!(sample(&after, "dotkv_storage_commit_duration_seconds_sum", &[]).is_some());
 
+    // Every series the Grafana dashboard queries is exposed (but hints_pending, a family
+    // labelled by target that has no series while no hints exist).
+    let dashboard = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/grafana-dashboard.json"),
+    )
+    .unwrap();
+    let exposition = String::from_utf8(http(a, "GET", "/metrics", &[], b"").body).unwrap();
+    let mut queried: Vec<&str> = dashboard
+        .match_indices("dotkv_")
+        .map(|(at, _)| {
+            let rest = &dashboard[at..];
+            let end = rest
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(rest.len());
+            &rest[..end]
+        })
+        .collect();
+    queried.sort_unstable();
+    queried.dedup();
+    queried.retain(|series| *series != "dotkv_hints_pending");
+    assert!(queried.len() >= 10, "{queried:?}");
+    for series in queried {
+        let family = ["_bucket", "_count", "_sum", "_total"]
+            .iter()
+            .find_map(|suffix| series.strip_suffix(suffix))
+            .unwrap_or(series);
+        assert!(
+            exposition.contains(&format!("# TYPE {family} ")),
+            "the dashboard queries {series}, which /metrics does not expose"
+        );
+    }
+
     // Two of three nodes gone: W = 2 cannot be met, 503 quorum_not_reached.
     servers[1].signal("KILL");
     servers[2].signal("KILL");
