@@ -2,6 +2,8 @@
 //! `dotkv-server` processes that are always cleaned up.
 #![allow(dead_code, unreachable_pub)] // each test binary uses part of this module
 
+pub mod http;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
