@@ -1031,12 +1031,12 @@ impl WriteTargets {
     }
 }
 
-/// Aborts a storage update with a request error, which [`tx_error`] recovers.
 /// A request's outcome label: `ok` or the error kind.
 fn outcome<T>(result: &Result<T>) -> &'static str {
     result.as_ref().map_or_else(Error::kind, |_| "ok")
 }
 
+/// Aborts a storage update with a request error, which [`tx_error`] recovers.
 fn abort(error: Error) -> BoxError {
     Arc::new(error)
 }
