@@ -364,6 +364,12 @@ fn the_http_gateway_serves_reads_writes_siblings_and_errors() {
     let commits = sample(&after, "dotkv_storage_commit_group_size_count", &[]);
     assert!(commits.unwrap_or(0.0) > 0.0, "{commits:?}");
     assert!(sample(&after, "dotkv_storage_commit_duration_seconds_sum", &[]).is_some());
+    let lmdb = [("backend", "lmdb")];
+    assert!(sample(&after, "dotkv_storage_bytes", &lmdb).is_some_and(|b| b > 0.0));
+    // n1 holds a replica of each of the four keys written above (N = 3 of 3 nodes; the
+    // deleted one as a tombstone).
+    let objects = sample(&after, "dotkv_storage_objects", &lmdb);
+    assert_eq!(objects, Some(4.0));
 
     // Every series the Grafana dashboard queries is exposed (but hints_pending, a family
     // labelled by target that has no series while no hints exist).

@@ -39,6 +39,11 @@ struct StatusLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BackendLabels {
+    backend: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TargetLabels {
     target: String,
 }
@@ -152,8 +157,30 @@ impl Node {
         let mut registry = Registry::with_prefix("dotkv");
         self.metrics().register(&mut registry);
         self.register_state(&mut registry).await;
+        let storage = registry.sub_registry_with_prefix("storage");
         if let Some(commits) = self.store().commit_metrics() {
-            commits.register(registry.sub_registry_with_prefix("storage"));
+            commits.register(storage);
+        }
+        if let Ok(Some(usage)) = self.store().usage().await {
+            let backend = self.store().kind().to_string();
+            let bytes = Family::<BackendLabels, Gauge>::default();
+            bytes
+                .get_or_create(&BackendLabels {
+                    backend: backend.clone(),
+                })
+                .set(i64::try_from(usage.bytes).unwrap_or(i64::MAX));
+            storage.register("bytes", "Bytes the store uses, by backend", bytes);
+            if let Some(objects) = usage.objects {
+                let count = Family::<BackendLabels, Gauge>::default();
+                count
+                    .get_or_create(&BackendLabels { backend })
+                    .set(i64::try_from(objects).unwrap_or(i64::MAX));
+                storage.register(
+                    "objects",
+                    "Objects (replicas) the store holds, by backend",
+                    count,
+                );
+            }
         }
         let mut text = String::new();
         // Writing to a String cannot fail.

@@ -243,6 +243,15 @@ pub(crate) fn range_bounds<'a>(
     (lower, upper.map_or(Bound::Unbounded, Bound::Excluded))
 }
 
+/// How much a store holds (metrics).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StorageUsage {
+    /// Bytes in use: LMDB's pages in use, SQLite's pages.
+    pub bytes: u64,
+    /// Objects (replicas) it holds, when the backend counts them without a scan.
+    pub objects: Option<u64>,
+}
+
 /// A node's local store.
 ///
 /// # Contract
@@ -277,6 +286,11 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
     /// The group commit's measurements, for backends that commit in groups.
     fn commit_metrics(&self) -> Option<CommitMetrics> {
         None
+    }
+
+    /// How much the store holds, for backends that can tell cheaply (no scan).
+    async fn usage(&self) -> Result<Option<StorageUsage>> {
+        Ok(None)
     }
 
     /// Reads one key.

@@ -17,8 +17,8 @@ use crate::group_commit::{
     CommitMetrics, CommitQueue, GroupApplier, OpOutcome, SyncTxn, WriteOp, apply_op,
 };
 use crate::{
-    Error, KeyValue, Keyspace, Result, ScanRange, Storage, StorageConfig, StorageKind, TxError,
-    UpdateFn, WriteBatch,
+    Error, KeyValue, Keyspace, Result, ScanRange, Storage, StorageConfig, StorageKind,
+    StorageUsage, TxError, UpdateFn, WriteBatch,
 };
 
 const KIND: StorageKind = StorageKind::Lmdb;
@@ -235,6 +235,23 @@ impl Storage for LmdbStorage {
 
     fn commit_metrics(&self) -> Option<CommitMetrics> {
         Some(self.queue.metrics().clone())
+    }
+
+    async fn usage(&self) -> Result<Option<StorageUsage>> {
+        self.read(|inner| {
+            let map = |e| map_err(e, &inner.path);
+            let txn = inner.env.read_txn().map_err(map)?;
+            // Both from LMDB's own statistics: no scan.
+            let info = inner.env.info();
+            let stat = inner.env.stat();
+            let pages = info.last_page_number as u64 + 1;
+            let objects = inner.db(Keyspace::Objects).len(&txn).map_err(map)?;
+            Ok(Some(StorageUsage {
+                bytes: pages * u64::from(stat.page_size),
+                objects: Some(objects),
+            }))
+        })
+        .await
     }
 
     async fn get(&self, space: Keyspace, key: &[u8]) -> Result<Option<Vec<u8>>> {

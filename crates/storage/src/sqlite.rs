@@ -21,7 +21,7 @@ use sqlx::{ConnectOptions, Connection};
 use crate::group_commit::{CommitMetrics, CommitQueue, GroupApplier, OpOutcome, WriteOp};
 use crate::{
     BatchOp, Error, KeyValue, Keyspace, Result, ScanRange, Storage, StorageConfig, StorageKind,
-    TxError, Update, UpdateFn, WriteBatch,
+    StorageUsage, TxError, Update, UpdateFn, WriteBatch,
 };
 
 const KIND: StorageKind = StorageKind::Sqlite;
@@ -269,6 +269,20 @@ impl Storage for SqliteStorage {
 
     fn commit_metrics(&self) -> Option<CommitMetrics> {
         Some(self.queue.metrics().clone())
+    }
+
+    async fn usage(&self) -> Result<Option<StorageUsage>> {
+        // Counting rows would scan the table: only the size.
+        let bytes: i64 = sqlx::query_scalar(
+            "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()",
+        )
+        .fetch_one(&self.readers)
+        .await
+        .map_err(self.map())?;
+        Ok(Some(StorageUsage {
+            bytes: u64::try_from(bytes).unwrap_or(0),
+            objects: None,
+        }))
     }
 
     async fn get(&self, space: Keyspace, key: &[u8]) -> Result<Option<Vec<u8>>> {
