@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Server, client_json, client_run, eventually};
+use common::{Server, client_json, client_run, eventually, sorted_values};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -41,17 +41,6 @@ fn refused(addr: &str, args: &[&str], stdin: &[u8]) -> Value {
     let (success, json) = client_run(addr, args, stdin);
     assert!(!success, "dotkv {args:?} should fail: {json}");
     json
-}
-
-fn sorted_values(json: &Value) -> Vec<String> {
-    let mut values: Vec<String> = json["values"]
-        .as_array()
-        .expect("values")
-        .iter()
-        .map(|v| v.as_str().expect("a string").to_owned())
-        .collect();
-    values.sort();
-    values
 }
 
 fn scenario(profile: &str) {

@@ -9,8 +9,7 @@ mod common;
 use std::time::Duration;
 
 use common::http::{Response, http};
-use common::{Server, free_port};
-use serde_json::Value;
+use common::{Server, free_port, sorted_values};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -122,17 +121,6 @@ fn scrape(addr: &str) -> Vec<Sample> {
             .is_some_and(|t| t.starts_with("application/openmetrics-text"))
     );
     parse_openmetrics(&String::from_utf8(response.body).expect("UTF-8 text"))
-}
-
-fn sorted_values(json: &Value) -> Vec<String> {
-    let mut values: Vec<String> = json["values"]
-        .as_array()
-        .expect("values")
-        .iter()
-        .map(|v| v.as_str().expect("a string").to_owned())
-        .collect();
-    values.sort();
-    values
 }
 
 fn assert_error(response: &Response, status: u16, kind: &str) {

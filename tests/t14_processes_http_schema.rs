@@ -11,30 +11,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::free_port;
 use common::http::http;
+use common::{Rng, free_port};
 use serde_json::Value;
-
-/// SplitMix64: deterministic per seed, so a failure reruns the same requests.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len() as u64) as usize]
-    }
-}
 
 /// Resolves a local `$ref` (`#/components/...`), or returns `value` itself.
 fn resolve<'a>(api: &'a Value, value: &'a Value) -> &'a Value {

@@ -24,9 +24,19 @@ fn config(read_repair_chance: f64, speculative_retry_ms: u64) -> ReplicationConf
     }
 }
 
-async fn start(read_repair_chance: f64, speculative_retry_ms: u64) -> TestCluster {
+/// A 3-node cluster where `k` = `v` is on all three owners; and the owners of `k` in
+/// preference order (the first coordinates the reads of the tests).
+async fn start(read_repair_chance: f64, speculative_retry_ms: u64) -> (TestCluster, [usize; 3]) {
     let config = config(read_repair_chance, speculative_retry_ms);
-    TestCluster::start_with(3, config, LimitsConfig::default()).await
+    let cluster = TestCluster::start_with(3, config, LimitsConfig::default()).await;
+    let owners = cluster.owners(b"k");
+    let owners = [owners[0], owners[1], owners[2]];
+    cluster
+        .node(owners[0])
+        .put(PutRequest::new("k", "v").with_w(3))
+        .await
+        .unwrap();
+    (cluster, owners)
 }
 
 /// Reads, by method, sent to node `i`.
@@ -57,14 +67,7 @@ fn delta(after: [u64; 2], before: [u64; 2]) -> [u64; 2] {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_asks_r_replicas_for_one_object_and_digests_and_r_equal_n_asks_all() {
     let _serial = SERIAL.lock().await;
-    let cluster = start(0.0, 0).await;
-    let owners = cluster.owners(b"k");
-    let (coordinator, second, third) = (owners[0], owners[1], owners[2]);
-    cluster
-        .node(coordinator)
-        .put(PutRequest::new("k", "v").with_w(3))
-        .await
-        .unwrap();
+    let (cluster, [coordinator, second, third]) = start(0.0, 0).await;
 
     let before = [reads(&cluster, second), reads(&cluster, third)];
     read_k(&cluster, coordinator, 2, 10).await;
@@ -83,16 +86,9 @@ async fn a_read_asks_r_replicas_for_one_object_and_digests_and_r_equal_n_asks_al
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_differing_digest_fetches_that_object_answers_the_merge_and_repairs() {
     let _serial = SERIAL.lock().await;
-    let mut cluster = start(0.0, 0).await;
-    let owners = cluster.owners(b"k");
-    let (coordinator, second, third) = (owners[0], owners[1], owners[2]);
+    let (mut cluster, [coordinator, second, third]) = start(0.0, 0).await;
     // The coordinator loses its disk after a write all three took: no hint exists for it,
     // so only the read can bring the key back.
-    cluster
-        .node(second)
-        .put(PutRequest::new("k", "v").with_w(3))
-        .await
-        .unwrap();
     cluster.crash(coordinator).await;
     cluster.wipe(coordinator);
     cluster.restart(coordinator).await;
@@ -122,14 +118,7 @@ async fn a_differing_digest_fetches_that_object_answers_the_merge_and_repairs() 
 /// runs hourly); `times` gets from the first owner follow. Whether the third owner holds
 /// the key again afterwards.
 async fn third_owner_after_reads(read_repair_chance: f64, times: usize) -> bool {
-    let mut cluster = start(read_repair_chance, 0).await;
-    let owners = cluster.owners(b"k");
-    let (coordinator, third) = (owners[0], owners[2]);
-    cluster
-        .node(coordinator)
-        .put(PutRequest::new("k", "v").with_w(3))
-        .await
-        .unwrap();
+    let (mut cluster, [coordinator, _, third]) = start(read_repair_chance, 0).await;
     cluster.crash(third).await;
     cluster.wipe(third);
     cluster.restart(third).await;
@@ -153,14 +142,7 @@ async fn the_owners_a_read_does_not_need_are_repaired_by_read_repair_chance_only
 
 /// Node `second` (the owner asked for a digest) answers after `delay`; one read.
 async fn read_with_a_slow_replica(speculative_retry_ms: u64) -> [u64; 2] {
-    let cluster = start(0.0, speculative_retry_ms).await;
-    let owners = cluster.owners(b"k");
-    let (coordinator, second, third) = (owners[0], owners[1], owners[2]);
-    cluster
-        .node(coordinator)
-        .put(PutRequest::new("k", "v").with_w(3))
-        .await
-        .unwrap();
+    let (cluster, [coordinator, second, third]) = start(0.0, speculative_retry_ms).await;
     // Slower than the speculative delay, within the peer timeout (300 ms): it answers.
     cluster
         .network
@@ -181,14 +163,7 @@ async fn a_slow_replica_makes_the_read_ask_the_next_owner_after_the_speculative_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_replica_is_replaced_by_the_owner_not_asked() {
     let _serial = SERIAL.lock().await;
-    let mut cluster = start(0.0, 0).await;
-    let owners = cluster.owners(b"k");
-    let (coordinator, second, third) = (owners[0], owners[1], owners[2]);
-    cluster
-        .node(coordinator)
-        .put(PutRequest::new("k", "v").with_w(3))
-        .await
-        .unwrap();
+    let (mut cluster, [coordinator, second, third]) = start(0.0, 0).await;
     // Crashed, but not yet convicted by the detector: asked, refused, replaced.
     cluster.crash(second).await;
     let before = reads(&cluster, third);

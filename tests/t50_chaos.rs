@@ -24,7 +24,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::Server;
+use common::{Rng, Server};
 use dotkv_replication::{GetRequest, PutRequest};
 use dotkv_rpc::FailoverClient;
 
@@ -34,23 +34,6 @@ const ZONE: [usize; NODES] = [0, 0, 1, 1, 2];
 const PORT: u16 = 7000;
 const KEYS: usize = 24;
 const CLIENTS: usize = 6;
-
-/// A small deterministic generator (splitmix64): the seed decides every choice.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 fn sh(program: &str, args: &[&str]) -> bool {
     Command::new(program)

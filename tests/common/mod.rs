@@ -341,3 +341,37 @@ pub fn settled(addr: &str, members: usize) -> bool {
         .count();
     up == members && status["ring"]["pending"].is_null()
 }
+
+/// A small deterministic generator (SplitMix64): the seed decides every choice, so a
+/// failing run reruns the same way.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len() as u64) as usize]
+    }
+}
+
+/// The `values` of a `get --json` (CLI or HTTP), sorted: siblings have no order.
+pub fn sorted_values(json: &serde_json::Value) -> Vec<String> {
+    let mut values: Vec<String> = json["values"]
+        .as_array()
+        .expect("values")
+        .iter()
+        .map(|v| v.as_str().expect("a string").to_owned())
+        .collect();
+    values.sort();
+    values
+}
