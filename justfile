@@ -2,6 +2,11 @@
 
 set shell := ["bash", "-euo", "pipefail", "-c"]
 
+# Local clusters run with TLS (security.tls, on in the default profile): one throwaway CA
+# and one node certificate in .cluster/certs (`just certs`), given to every local node
+# and, as --ca, to the client.
+tls_env := "export DOTKV_SECURITY__CA=.cluster/certs/ca.pem DOTKV_SECURITY__CERT=.cluster/certs/local.pem DOTKV_SECURITY__KEY=.cluster/certs/local.key DOTKV_CA=.cluster/certs/ca.pem"
+
 # List the recipes.
 default:
     @just --list
@@ -39,13 +44,22 @@ verify:
     just lint
     just test
 
+# Make the CA and the node certificate local clusters use, once: .cluster/certs/ca.pem,
+# ca.key, local.pem, local.key (with BIN, the dotkv CLI: `dotkv cert`).
+certs bin="target/debug/dotkv":
+    @[ -f .cluster/certs/local.pem ] || {{bin}} cert --dir .cluster/certs local
+
 # Start N local nodes (PROFILE: default = LMDB, sqlite, memory, test) on 127.0.0.1:7001..
 # (HTTP gateways and /metrics on 127.0.0.1:8001..),
 # data under .cluster/PROFILE/, logs in .cluster/; wait until every node sees all up.
-cluster n="3" profile="default": build
+cluster n="3" profile="default": build certs
     #!/usr/bin/env bash
     set -euo pipefail
     mkdir -p .cluster
+    {{tls_env}}
+    # The test profile has security.tls off: its clients talk plaintext.
+    if [ "{{profile}}" = test ]; then unset DOTKV_CA; fi
+    echo "DOTKV_CA=${DOTKV_CA:-}" > .cluster/client.env
     for i in $(seq 1 {{n}}); do
         pidfile=.cluster/n$i.pid
         if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
@@ -67,7 +81,13 @@ cluster n="3" profile="default": build
                 | grep -o '"status":"up"' | wc -l) || up=0
             [ "$up" -eq {{n}} ] || ready=0
         done
-        if [ "$ready" -eq 1 ]; then target/debug/dotkv status; exit 0; fi
+        if [ "$ready" -eq 1 ]; then
+            target/debug/dotkv status
+            if [ -n "${DOTKV_CA:-}" ]; then
+                echo "TLS is on: use \`just client ARGS\`, or export DOTKV_CA=$DOTKV_CA for target/debug/dotkv"
+            fi
+            exit 0
+        fi
         sleep 0.3
     done
     echo "the cluster did not come up in 30 s; see .cluster/n*.log" >&2
@@ -75,10 +95,12 @@ cluster n="3" profile="default": build
 
 # Add one node to a running `just cluster` (the next free n<i> on 127.0.0.1:70<i>): it starts
 # alone, then `dotkv join --wait` shows its partitions arriving until the transition completes.
-add profile="default": build
+add profile="default": build certs
     #!/usr/bin/env bash
     set -euo pipefail
     mkdir -p .cluster
+    {{tls_env}}
+    if [ "{{profile}}" = test ]; then unset DOTKV_CA; fi
     i=1
     while [ -f ".cluster/n$i.pid" ] && kill -0 "$(cat ".cluster/n$i.pid")" 2>/dev/null; do i=$((i + 1)); done
     if [ "$i" -eq 1 ]; then echo "no cluster is running; start one with just cluster" >&2; exit 1; fi
@@ -99,6 +121,7 @@ add profile="default": build
 leave n: build
     #!/usr/bin/env bash
     set -euo pipefail
+    set -a; [ -f .cluster/client.env ] && . .cluster/client.env; set +a
     target/debug/dotkv --node "127.0.0.1:$((7000 + {{n}}))" leave --wait
     rm -f ".cluster/n{{n}}.pid"
     target/debug/dotkv status
@@ -119,7 +142,7 @@ stop:
 
 # Run the client CLI, e.g. `just client status` or `just client --node 127.0.0.1:7002 ring`.
 client *args: build
-    @target/debug/dotkv {{args}}
+    @set -a; [ -f .cluster/client.env ] && . .cluster/client.env; set +a; target/debug/dotkv {{args}}
 
 # Point Prometheus at the running `just cluster`: writes .cluster/prometheus.yml (every
 # node's /metrics on 127.0.0.1:8001..) and runs `prometheus` on :9090 when it is installed
@@ -153,11 +176,13 @@ bench-micro:
 # A 3-node cluster on 127.0.0.1:7101-7103 (release build, LMDB, storage.sync = true,
 # N=3 R=2 W=2) driven by `dotkv bench`: 1 KiB values, 10 000 keys, 64 in flight,
 # workloads ping, w, a, c for SECONDS each, THREADS runtime threads per server. JSON
-# reports land in target/bench/.
-bench-cluster seconds="10" threads="0":
+# reports land in target/bench/. TLS: `on` (the default profile's mutual TLS) or `off`.
+bench-cluster seconds="10" threads="0" tls="on":
     #!/usr/bin/env bash
     set -euo pipefail
     cargo build --release -p dotkv-bins
+    just certs target/release/dotkv
+    {{tls_env}}
     mkdir -p target/bench
     data=$(mktemp -d target/bench/data.XXXXXX)
     pids=()
@@ -171,6 +196,7 @@ bench-cluster seconds="10" threads="0":
     # Three servers and the client share the machine: THREADS runtime threads each (0: one
     # per core, the server's default).
     export DOTKV_SERVER__WORKER_THREADS={{threads}}
+    if [ "{{tls}}" = off ]; then export DOTKV_SECURITY__TLS=false; unset DOTKV_CA; fi
     for i in 1 2 3; do
         seeds=()
         if [ "$i" -gt 1 ]; then seeds=(--seeds 127.0.0.1:7101); fi
@@ -184,7 +210,7 @@ bench-cluster seconds="10" threads="0":
         [ "$up" -eq 3 ] && break
         sleep 0.3
     done
-    echo "cluster: 3 nodes, LMDB, storage.sync = true, N=3 R=2 W=2; $(nproc) cores; server.worker_threads = {{threads}}"
+    echo "cluster: 3 nodes, LMDB, storage.sync = true, N=3 R=2 W=2; $(nproc) cores; server.worker_threads = {{threads}}; TLS {{tls}}"
     for workload in ping w a c; do
         extra=()
         if [ "$workload" = c ]; then extra=(--no-load); fi
@@ -192,7 +218,14 @@ bench-cluster seconds="10" threads="0":
             --keys 10000 --value-size 1024 --concurrency 64 --duration {{seconds}} \
             --r 2 --w 2 "${extra[@]}" > "target/bench/cluster-$workload.json"
         python3 benches/summarize.py "target/bench/cluster-$workload.json"
+        cp "target/bench/cluster-$workload.json" "target/bench/cluster-tls-{{tls}}-$workload.json"
     done
+
+# The cost of TLS: `just bench-cluster` with security.tls off, then on, in one run so that
+# the figures compare; reports in target/bench/cluster-tls-{off,on}-*.json.
+bench-tls seconds="10":
+    just bench-cluster {{seconds}} 0 off
+    just bench-cluster {{seconds}} 0 on
 
 # The scale curve: `a` then `c` with each of KEYS keys of 1 KiB (LMDB; SQLite for the first
 # two counts), and `w` with each of SIZES value sizes (LMDB, 1 000 keys). A fresh 3-node
@@ -204,6 +237,8 @@ bench-scale keys="10000 1000000 10000000" sizes="100 1024 65536 1048576" seconds
     #!/usr/bin/env bash
     set -euo pipefail
     cargo build --release -p dotkv-bins
+    just certs target/release/dotkv
+    {{tls_env}}
     out=target/bench/scale
     mkdir -p "$out"
     : > "$out/points.jsonl"
@@ -277,6 +312,8 @@ bench-join keys="100000" seconds="20":
     #!/usr/bin/env bash
     set -euo pipefail
     cargo build --release -p dotkv-bins
+    just certs target/release/dotkv
+    {{tls_env}}
     mkdir -p target/bench
     data=$(mktemp -d target/bench/join.XXXXXX)
     pids=()
@@ -337,6 +374,8 @@ bench-sloppy seconds="20":
     #!/usr/bin/env bash
     set -euo pipefail
     cargo build --release -p dotkv-bins
+    just certs target/release/dotkv
+    {{tls_env}}
     mkdir -p target/bench
     data=$(mktemp -d target/bench/sloppy.XXXXXX)
     declare -A pids
@@ -397,6 +436,8 @@ bench-aae-cost rounds="3" seconds="10":
     #!/usr/bin/env bash
     set -euo pipefail
     cargo build --release -p dotkv-bins
+    just certs target/release/dotkv
+    {{tls_env}}
     mkdir -p target/bench
     data=$(mktemp -d target/bench/aae.XXXXXX)
     declare -A pids
@@ -451,6 +492,8 @@ bench-aae-repair keys="1000000" differ="100":
     #!/usr/bin/env bash
     set -euo pipefail
     cargo build --release -p dotkv-bins
+    just certs target/release/dotkv
+    {{tls_env}}
     mkdir -p target/bench
     data=$(mktemp -d target/bench/aae.XXXXXX)
     declare -A pids

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
-use dotkv_rpc::{Client, StatusReply};
+use dotkv_rpc::{Client, Connector, StatusReply};
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// What a membership change waits for.
@@ -32,6 +32,7 @@ const UNREACHABLE_FOR: Duration = Duration::from_secs(30);
 pub async fn wait(
     addr: &str,
     timeout: Duration,
+    connector: &Connector,
     change: Change,
     quiet: bool,
 ) -> anyhow::Result<()> {
@@ -48,7 +49,7 @@ pub async fn wait(
     let mut unreachable_since: Option<Instant> = None;
     let mut was_leaving = false;
     loop {
-        let status = match Client::connect(addr, timeout).await {
+        let status = match Client::connect_with(addr, timeout, connector).await {
             Ok(client) => client.status().await,
             Err(error) => Err(error),
         };

@@ -17,7 +17,7 @@ use anyhow::{Context, bail};
 use bytes::Bytes;
 use clap::{Args, ValueEnum};
 use dotkv_replication::{GetReply, GetRequest, PutReply, PutRequest};
-use dotkv_rpc::{Client, RpcError, TokenAwareClient};
+use dotkv_rpc::{Client, Connector, RpcError, TokenAwareClient};
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
@@ -308,6 +308,7 @@ pub async fn run(
     options: BenchOptions,
     default_node: &str,
     timeout: Duration,
+    connector: &Connector,
     quiet: bool,
 ) -> anyhow::Result<Report> {
     if options.keys == 0 || options.concurrency == 0 || options.load_concurrency == Some(0) {
@@ -323,7 +324,7 @@ pub async fn run(
     };
     let mut clients = Vec::new();
     for node in &nodes {
-        let client = Client::connect(node, timeout)
+        let client = Client::connect_with(node, timeout, connector)
             .await
             .with_context(|| format!("cannot connect to {node}"))?;
         clients.push(client);
@@ -331,7 +332,7 @@ pub async fn run(
     let routed = if options.round_robin {
         None
     } else {
-        let client = TokenAwareClient::connect(&nodes, timeout)
+        let client = TokenAwareClient::connect_with(&nodes, timeout, connector.clone())
             .await
             .context("cannot learn the ring")?;
         Some(Arc::new(client))

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use dotkv_membership::MembershipConfig;
 use dotkv_replication::{AaeConfig, HandoffConfig, LimitsConfig, ReplicationConfig};
 use dotkv_ring::RingConfig;
-use dotkv_rpc::{HttpConfig, RpcConfig};
+use dotkv_rpc::{HttpConfig, RpcConfig, SecurityConfig};
 use dotkv_storage::StorageConfig;
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::{Figment, Profile};
@@ -67,6 +67,8 @@ pub struct ServerConfig {
     pub rpc: RpcConfig,
     /// `[http]`: the HTTP/JSON gateway (off unless `http.listen` is set).
     pub http: HttpConfig,
+    /// `[security]`: TLS, the cluster CA and this node's certificate, client tokens.
+    pub security: SecurityConfig,
     /// `[server]`: the process itself.
     pub server: ProcessConfig,
 }
@@ -112,6 +114,7 @@ impl Default for ServerConfig {
             aae: AaeConfig::default(),
             rpc: RpcConfig::default(),
             http: HttpConfig::default(),
+            security: SecurityConfig::default(),
             server: ProcessConfig::default(),
         }
     }
@@ -180,6 +183,7 @@ impl ServerConfig {
         self.handoff.validate()?;
         self.aae.validate()?;
         self.rpc.validate()?;
+        self.security.validate()?;
         self.server.validate()?;
         self.limits.validate()?;
         Ok(())
@@ -293,12 +297,25 @@ pub fn load(
         .merge(Toml::file(&path).nested())
         .merge(environment())
         .merge(Serialized::globals(overrides));
+    extract(&figment, profile, &path.display().to_string())
+}
+
+/// Parses `text` as a config file (nested by profile) and selects `profile`: the file
+/// layer alone, without the environment or flags. What the `config` fuzz target runs.
+pub fn parse(text: &str, profile: &str) -> Result<ServerConfig, ConfigError> {
+    let figment = Figment::from(Serialized::defaults(ServerConfig::default()))
+        .merge(Toml::string(text).nested());
+    extract(&figment, profile, "the text")
+}
+
+/// Selects `profile` of `figment` (which must exist in `source` unless it is `default`),
+/// extracts the configuration and validates it.
+fn extract(figment: &Figment, profile: &str, source: &str) -> Result<ServerConfig, ConfigError> {
     let profile = Profile::from(profile);
     let known: Vec<String> = figment.profiles().map(|p| p.as_str().to_string()).collect();
     if profile != Profile::Default && !known.iter().any(|p| p.as_str() == profile.as_str()) {
         return Err(ConfigError::one(format!(
-            "profile `{profile}` is not in {} (profiles there: {})",
-            path.display(),
+            "profile `{profile}` is not in {source} (profiles there: {})",
             known
                 .iter()
                 .filter(|p| p.as_str() != "global")
@@ -308,6 +325,7 @@ pub fn load(
         )));
     }
     let config: ServerConfig = figment
+        .clone()
         .select(profile)
         .extract()
         .map_err(ConfigError::from_figment)?;

@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use dotkv_membership::{NodeState, NodeStatus, RingParams};
 use dotkv_replication::{AaeConfig, Cluster, ClusterOptions, Node, NodeSettings};
-use dotkv_rpc::TarpcTransport;
+use dotkv_rpc::{Connector, ServerSecurity, TarpcTransport};
 use dotkv_storage::{Storage, StorageExt};
 use dotkv_versioning::ReplicaId;
 
@@ -52,9 +52,19 @@ async fn serve(
         Some(advertise) => advertise.clone(),
         None => listener.local_addr()?.to_string(),
     };
+    // Certificates are read once, before anything listens: a bad file stops the start.
+    let security = ServerSecurity::new(&config.security).map_err(anyhow::Error::msg)?;
+    let connector = Connector::for_peers(&config.security, config.rpc.max_frame_bytes)
+        .map_err(anyhow::Error::msg)?;
+    if !security.tls() {
+        tracing::warn!(
+            "security.tls is off: peer and client traffic is neither encrypted nor \
+             authenticated, and anyone who reaches this node's port is a peer"
+        );
+    }
     let transport = Arc::new(TarpcTransport::new(
         Duration::from_millis(config.rpc.peer_timeout_ms),
-        config.rpc.max_frame_bytes,
+        connector,
     ));
     // A first start with seeds joins their cluster; without, it founds one. On a restart
     // the status stored with the view wins.
@@ -122,6 +132,8 @@ async fn serve(
         data_dir = %config.data_dir.display(),
         objects,
         members = cluster.members().len(),
+        tls = security.tls(),
+        tokens = security.tokens_required(),
         "node ready"
     );
     // One signal fans out to the RPC server and the gossip loop.
@@ -132,7 +144,8 @@ async fn serve(
     let rpc = tokio::spawn(dotkv_rpc::serve(
         listener,
         node.clone(),
-        config.rpc.max_frame_bytes,
+        config.rpc.clone(),
+        security.clone(),
         wait(stopped.clone()),
     ));
     let http = match &config.http.listen {
@@ -146,6 +159,8 @@ async fn serve(
             Some(tokio::spawn(dotkv_rpc::serve_http(
                 listener,
                 node.clone(),
+                config.rpc.clone(),
+                security.clone(),
                 stopped,
             )))
         }

@@ -45,13 +45,20 @@ pub fn free_port() -> u16 {
     listener.local_addr().expect("local addr").port()
 }
 
+/// `dotkv --node ADDR --json --timeout MS`, without the caller's `DOTKV_CA` and
+/// `DOTKV_TOKEN` (a test passes `--ca` and `--token` itself when it wants them).
+fn cli(addr: &str, timeout_ms: &str) -> Command {
+    let mut command = Command::new(binary("dotkv"));
+    command
+        .env_remove("DOTKV_CA")
+        .env_remove("DOTKV_TOKEN")
+        .args(["--node", addr, "--json", "--timeout", timeout_ms]);
+    command
+}
+
 /// Runs `dotkv --node ADDR --json ARGS` and parses its output.
 pub fn client_json(addr: &str, args: &[&str]) -> serde_json::Value {
-    let output = Command::new(binary("dotkv"))
-        .args(["--node", addr, "--json", "--timeout", "2000"])
-        .args(args)
-        .output()
-        .expect("run dotkv");
+    let output = cli(addr, "2000").args(args).output().expect("run dotkv");
     serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
         panic!(
             "dotkv {args:?} printed no JSON ({e}): {}",
@@ -64,8 +71,7 @@ pub fn client_json(addr: &str, args: &[&str]) -> serde_json::Value {
 /// exited 0, and its output parsed.
 pub fn client_run(addr: &str, args: &[&str], stdin: &[u8]) -> (bool, serde_json::Value) {
     use std::io::Write;
-    let mut child = Command::new(binary("dotkv"))
-        .args(["--node", addr, "--json", "--timeout", "5000"])
+    let mut child = cli(addr, "5000")
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -96,8 +102,7 @@ pub fn client_run_within(
     args: &[&str],
     timeout: Duration,
 ) -> (bool, serde_json::Value) {
-    let mut child = Command::new(binary("dotkv"))
-        .args(["--node", addr, "--json", "--timeout", "5000"])
+    let mut child = cli(addr, "5000")
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -193,6 +198,9 @@ impl Server {
             .env_remove("RUST_LOG")
             .env_remove("DOTKV_PROFILE")
             .env("DOTKV_LOG", "info")
+            // Servers in tests talk plaintext on loopback whatever their profile, unless
+            // a test turns security on (its `envs` come after, and win).
+            .env("DOTKV_SECURITY__TLS", "false")
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         for (key, value) in envs {

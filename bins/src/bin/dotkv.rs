@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 use dotkv_bins::admin;
 use dotkv_bins::bench::{self, BenchOptions};
 use dotkv_replication::{GetRequest, PutRequest};
-use dotkv_rpc::{Client, FailoverClient, RpcError};
+use dotkv_rpc::{Client, Connector, FailoverClient, RpcError};
 use serde_json::json;
 
 /// The dotkv client: read and write keys, inspect the cluster, generate load.
@@ -33,6 +33,20 @@ struct Cli {
     /// Give up on a request after this many milliseconds.
     #[arg(long, global = true, default_value_t = 5000, value_name = "MS")]
     timeout: u64,
+    /// Connect over TLS, verifying the node against this CA certificate (PEM; the
+    /// `ca.pem` that `dotkv cert` made). Without it the connection is plaintext, which
+    /// only a node with security.tls = false accepts.
+    #[arg(long, global = true, env = "DOTKV_CA", value_name = "FILE")]
+    ca: Option<std::path::PathBuf>,
+    /// The client token to present, when the node lists security.tokens.
+    #[arg(
+        long,
+        global = true,
+        env = "DOTKV_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    token: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -124,6 +138,25 @@ enum Command {
         #[arg(long)]
         wait: bool,
     },
+    /// Make a cluster CA in DIR (unless DIR/ca.pem exists) and a certificate and key for
+    /// each NODE, signed by it: DIR/NODE.pem and DIR/NODE.key.
+    ///
+    /// A node uses them with security.ca = DIR/ca.pem, security.cert = DIR/NODE.pem,
+    /// security.key = DIR/NODE.key; clients with --ca DIR/ca.pem. Each certificate holds
+    /// the name `dotkv-node` (what peers and clients verify), localhost, the loopback
+    /// addresses and each --host. Keep ca.key offline once the nodes have certificates:
+    /// whoever holds it can make members.
+    Cert {
+        /// Where the files go (created if needed).
+        #[arg(long, default_value = "certs")]
+        dir: std::path::PathBuf,
+        /// Further host names or addresses each certificate is valid for.
+        #[arg(long = "host", value_name = "HOST")]
+        hosts: Vec<String>,
+        /// The nodes to make certificates for (their ids, used as file names).
+        #[arg(value_name = "NODE")]
+        nodes: Vec<String>,
+    },
     /// Generate load against the cluster and report throughput and latency.
     ///
     /// Loads the key set first (unless --no-load), then runs the workload for --duration
@@ -145,6 +178,7 @@ impl Command {
             Self::Leave { .. } => "leave",
             Self::Remove { .. } => "remove",
             Self::Bench(_) => "bench",
+            Self::Cert { .. } => "cert",
         }
     }
 }
@@ -231,12 +265,30 @@ fn to_json(value: &impl serde::Serialize) -> String {
 
 async fn run(cli: &Cli) -> CliResult {
     let timeout = Duration::from_millis(cli.timeout);
+    if let Command::Cert { dir, hosts, nodes } = &cli.command {
+        let written = dotkv_bins::certs::make(dir, nodes, hosts)
+            .map_err(|e| (format!("{e:#}"), "invalid_argument"))?;
+        print_out(&if cli.json {
+            to_json(&json!({ "written": written }))
+        } else {
+            written
+                .iter()
+                .map(|f| format!("wrote {f}\n"))
+                .collect::<String>()
+        });
+        return Ok(());
+    }
+    let connector = match &cli.ca {
+        Some(ca) => Connector::tls_client(ca).map_err(|e| (e, "invalid_argument"))?,
+        None => Connector::plaintext(),
+    }
+    .with_token(cli.token.clone());
     let nodes = dotkv_bins::config::split_list(&cli.node);
     let Some(first) = nodes.first() else {
         return Err(("--node names no address".into(), "invalid_argument"));
     };
     if let Command::Bench(options) = &cli.command {
-        let report = bench::run(options.clone(), first, timeout, cli.json)
+        let report = bench::run(options.clone(), first, timeout, &connector, cli.json)
             .await
             .map_err(|e| (format!("{e:#}"), "unavailable"))?;
         print_out(&if cli.json {
@@ -251,7 +303,9 @@ async fn run(cli: &Cli) -> CliResult {
         Command::Join { .. } | Command::Leave { .. } | Command::Remove { .. }
     );
     if membership {
-        let client = Client::connect(first, timeout).await.map_err(rpc_error)?;
+        let client = Client::connect_with(first, timeout, &connector)
+            .await
+            .map_err(rpc_error)?;
         let (change, wait) = match &cli.command {
             Command::Join { seed, wait } => {
                 client.join(seed).await.map_err(rpc_error)?;
@@ -268,7 +322,7 @@ async fn run(cli: &Cli) -> CliResult {
             _ => unreachable!("matched above"),
         };
         if wait {
-            admin::wait(first, timeout, change, cli.json)
+            admin::wait(first, timeout, &connector, change, cli.json)
                 .await
                 .map_err(|e| (format!("{e:#}"), "unavailable"))?;
         }
@@ -284,7 +338,7 @@ async fn run(cli: &Cli) -> CliResult {
         });
         return Ok(());
     }
-    let client = FailoverClient::new(&nodes, timeout).map_err(rpc_error)?;
+    let client = FailoverClient::with_connector(&nodes, timeout, connector).map_err(rpc_error)?;
     let text = match &cli.command {
         Command::Get { key, r, pr } => {
             let mut request = GetRequest::new(key.clone().into_bytes());
@@ -513,7 +567,8 @@ async fn run(cli: &Cli) -> CliResult {
         Command::Join { .. }
         | Command::Leave { .. }
         | Command::Remove { .. }
-        | Command::Bench(_) => {
+        | Command::Bench(_)
+        | Command::Cert { .. } => {
             unreachable!("answered above")
         }
     };

@@ -5,6 +5,10 @@ use std::future::Future;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::conn::{DialError, dial};
+use crate::security::Connector;
+use crate::server::{UNAUTHORIZED, framed};
+use crate::service::{NodeServiceClient, RingReply, StatusReply};
 use async_trait::async_trait;
 use bytes::Bytes;
 use dotkv_membership::{GossipRequest, GossipResponse};
@@ -15,10 +19,6 @@ use dotkv_replication::{
 use tarpc::client::RpcError as TarpcError;
 use tarpc::context::Context;
 use tarpc::tokio_serde::formats::Bincode;
-use tokio::net::TcpStream;
-
-use crate::server::framed;
-use crate::service::{NodeServiceClient, RingReply, StatusReply};
 
 /// Why a call failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -43,6 +43,14 @@ pub enum RpcError {
     /// The request was refused before it was sent.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// The node refused the credentials, or the call needs more than they grant.
+    #[error("unauthorized by {addr}: {reason}")]
+    Unauthorized {
+        /// The node's address.
+        addr: String,
+        /// Why.
+        reason: String,
+    },
     /// The node answered with an error.
     #[error("{error}")]
     Remote {
@@ -55,12 +63,13 @@ pub enum RpcError {
 
 impl RpcError {
     /// The contract's error kind: `invalid_argument`, `quorum_not_reached`, `timeout`,
-    /// `unavailable` or `internal`.
+    /// `unavailable`, `unauthorized` or `internal`.
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Unavailable { .. } => "unavailable",
             Self::Timeout { .. } => "timeout",
             Self::InvalidArgument(_) => "invalid_argument",
+            Self::Unauthorized { .. } => "unauthorized",
             Self::Remote { error, .. } => error.kind(),
         }
     }
@@ -70,6 +79,11 @@ impl From<RpcError> for TransportError {
     fn from(error: RpcError) -> Self {
         match error {
             RpcError::Unavailable { addr, reason } => Self::Unreachable { addr, reason },
+            // A peer that refuses this node is, to replication, a peer it cannot use.
+            RpcError::Unauthorized { addr, reason } => Self::Unreachable {
+                addr,
+                reason: format!("unauthorized: {reason}"),
+            },
             RpcError::Timeout { addr, timeout_ms } => Self::Timeout { addr, timeout_ms },
             RpcError::Remote { addr, error } => Self::Remote { addr, error },
             RpcError::InvalidArgument(reason) => Self::Remote {
@@ -112,26 +126,37 @@ impl Client {
     /// [`RpcError::Unavailable`] when the connection fails, [`RpcError::Timeout`] when it
     /// takes longer than `timeout`.
     pub async fn connect(addr: &str, timeout: Duration) -> Result<Self, RpcError> {
-        Self::connect_with(addr, timeout, crate::DEFAULT_MAX_FRAME_BYTES).await
+        Self::connect_with(addr, timeout, &Connector::plaintext()).await
     }
 
-    /// [`connect`](Self::connect) with a frame limit.
+    /// [`connect`](Self::connect) as `connector` says: TLS, a token, a frame limit.
+    ///
+    /// # Errors
+    ///
+    /// As [`connect`](Self::connect), and [`RpcError::Unauthorized`] when the node refuses
+    /// the credentials.
     pub async fn connect_with(
         addr: &str,
         timeout: Duration,
-        max_frame_bytes: usize,
+        connector: &Connector,
     ) -> Result<Self, RpcError> {
-        let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+        let max_frame_bytes = connector.max_frame_bytes;
+        let stream = tokio::time::timeout(timeout, dial(addr, connector))
             .await
             .map_err(|_| RpcError::Timeout {
                 addr: addr.into(),
                 timeout_ms: millis(timeout),
             })?
-            .map_err(|e| RpcError::Unavailable {
-                addr: addr.into(),
-                reason: e.to_string(),
+            .map_err(|e| match e {
+                DialError::Unreachable(reason) => RpcError::Unavailable {
+                    addr: addr.into(),
+                    reason,
+                },
+                DialError::Refused(reason) => RpcError::Unauthorized {
+                    addr: addr.into(),
+                    reason,
+                },
             })?;
-        let _ = stream.set_nodelay(true);
         let transport =
             tarpc::serde_transport::new(framed(stream, max_frame_bytes), Bincode::default());
         let inner = NodeServiceClient::new(tarpc::client::Config::default(), transport).spawn();
@@ -160,6 +185,14 @@ impl Client {
                 addr: self.addr.clone(),
                 timeout_ms: millis(self.timeout),
             },
+            // tarpc carries a refusal's kind unreliably across its own encoding: the
+            // detail's prefix says it.
+            TarpcError::Server(error) if error.detail.starts_with(UNAUTHORIZED) => {
+                RpcError::Unauthorized {
+                    addr: self.addr.clone(),
+                    reason: error.detail[UNAUTHORIZED.len()..].to_owned(),
+                }
+            }
             other => RpcError::Unavailable {
                 addr: self.addr.clone(),
                 reason: other.to_string(),
@@ -444,16 +477,17 @@ pub struct TarpcTransport {
     /// Peers by address. A std mutex: held only to look up or replace an entry.
     peers: Mutex<HashMap<String, Peer>>,
     timeout: Duration,
-    max_frame_bytes: usize,
+    /// How peers are dialed: this node's certificate, the frame limit.
+    connector: Connector,
 }
 
 impl TarpcTransport {
-    /// A transport whose calls have `timeout` as deadline.
-    pub fn new(timeout: Duration, max_frame_bytes: usize) -> Self {
+    /// A transport whose calls have `timeout` as deadline and dial as `connector` says.
+    pub fn new(timeout: Duration, connector: Connector) -> Self {
         Self {
             peers: Mutex::new(HashMap::new()),
             timeout,
-            max_frame_bytes,
+            connector,
         }
     }
 
@@ -479,7 +513,7 @@ impl TarpcTransport {
             }
             None => None,
         };
-        match Client::connect_with(addr, self.timeout, self.max_frame_bytes).await {
+        match Client::connect_with(addr, self.timeout, &self.connector).await {
             Ok(client) => {
                 let mut peers = self.peers();
                 // Another call may have connected meanwhile: keep one connection.
@@ -729,6 +763,7 @@ impl Transport for TarpcTransport {
 pub struct FailoverClient {
     addrs: Vec<String>,
     timeout: Duration,
+    connector: Connector,
     /// The node answering now, by index into `addrs`, and its connection. A std mutex:
     /// held to read or replace it.
     current: Mutex<Option<(usize, Client)>>,
@@ -741,12 +776,26 @@ impl FailoverClient {
     ///
     /// [`RpcError::InvalidArgument`] for an empty list.
     pub fn new(addrs: &[String], timeout: Duration) -> Result<Self, RpcError> {
+        Self::with_connector(addrs, timeout, Connector::plaintext())
+    }
+
+    /// [`new`](Self::new), dialing as `connector` says (TLS, a token).
+    ///
+    /// # Errors
+    ///
+    /// [`RpcError::InvalidArgument`] for an empty list.
+    pub fn with_connector(
+        addrs: &[String],
+        timeout: Duration,
+        connector: Connector,
+    ) -> Result<Self, RpcError> {
         if addrs.is_empty() {
             return Err(RpcError::InvalidArgument("no node address given".into()));
         }
         Ok(Self {
             addrs: addrs.to_vec(),
             timeout,
+            connector,
             current: Mutex::new(None),
         })
     }
@@ -787,7 +836,9 @@ impl FailoverClient {
                 .map(|(_, client)| client.clone());
             let client = match cached {
                 Some(client) => client,
-                None => match Client::connect(&self.addrs[at], self.timeout).await {
+                None => match Client::connect_with(&self.addrs[at], self.timeout, &self.connector)
+                    .await
+                {
                     Ok(client) => client,
                     Err(error) => {
                         tracing::debug!(%error, "node unreachable; trying the next");

@@ -18,20 +18,26 @@
 //! that read saw. JSON values are the value's text when it is UTF-8, else its base64 (as
 //! the CLI prints them). Errors are `{"error","kind"}` with the CLI's kinds:
 //! `invalid_argument` 400, `quorum_not_reached` and `unavailable` 503, `timeout` 504,
-//! `internal` 500.
+//! `internal` 500, `unauthorized` 401 (no valid token) or 403 (a token that grants too
+//! little) when `security.tokens` is set.
 
 use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use dotkv_replication::{Error, GetReply, GetRequest, Node, PutRequest};
 use serde::Deserialize;
 use serde_json::json;
+
+use crate::conn::{Admitted, Gate, Limits};
+use crate::{Access, RpcConfig, ServerSecurity};
 
 /// The causal context header.
 pub const CONTEXT_HEADER: &str = "x-dotkv-context";
@@ -43,7 +49,9 @@ pub const OPENAPI: &str = include_str!("openapi.json");
 /// (`limits.max_value_bytes` at most 64 MiB); the node refuses what its own limit does not.
 const MAX_BODY_BYTES: usize = (64 << 20) + 1;
 
-/// Serves the gateway for `node` on `listener` until `shutdown` completes.
+/// Serves the gateway for `node` on `listener` until `shutdown` completes: HTTPS with the
+/// node's certificate when `security` has TLS, the connection limits of `config`, and
+/// `security`'s tokens as `Authorization: Bearer` credentials.
 ///
 /// # Errors
 ///
@@ -51,15 +59,82 @@ const MAX_BODY_BYTES: usize = (64 << 20) + 1;
 pub async fn serve_http(
     listener: tokio::net::TcpListener,
     node: Node,
+    config: RpcConfig,
+    security: ServerSecurity,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(node))
+    let local = listener.local_addr()?;
+    let gate = Gate::new(security.clone(), Limits::new(&config));
+    let (admitted, rx) = tokio::sync::mpsc::channel(64);
+    let accepting = tokio::spawn(admit(listener, gate, admitted));
+    let result = axum::serve(GatedListener { rx, local }, router(node, security))
         .with_graceful_shutdown(shutdown)
-        .await
+        .await;
+    accepting.abort();
+    result
 }
 
-/// The gateway's routes, for `node`.
-pub fn router(node: Node) -> Router {
+/// Accepts connections under the gate's limits; each one's TLS handshake runs in its own
+/// task, so that a client slow to handshake delays nobody.
+async fn admit(
+    listener: tokio::net::TcpListener,
+    gate: Arc<Gate>,
+    admitted: tokio::sync::mpsc::Sender<(Admitted, SocketAddr)>,
+) {
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                tracing::warn!(%error, "HTTP accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let Some(permit) = gate.admit(peer) else {
+            continue;
+        };
+        let (gate, admitted) = (Arc::clone(&gate), admitted.clone());
+        tokio::spawn(async move {
+            let _ = tcp.set_nodelay(true);
+            if let Some(stream) = gate.tls_only(tcp, peer).await {
+                let connection = Admitted {
+                    stream,
+                    _permit: permit,
+                };
+                let _ = admitted.send((connection, peer)).await;
+            }
+        });
+    }
+}
+
+/// The admitted connections, as axum's listener.
+struct GatedListener {
+    rx: tokio::sync::mpsc::Receiver<(Admitted, SocketAddr)>,
+    local: SocketAddr,
+}
+
+impl axum::serve::Listener for GatedListener {
+    type Io = Admitted;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Admitted, SocketAddr) {
+        match self.rx.recv().await {
+            Some(connection) => connection,
+            // The accepting task ended: nothing more will come.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        Ok(self.local)
+    }
+}
+
+/// The gateway's routes, for `node`; with tokens in `security`, each request needs an
+/// `Authorization: Bearer` token granting what it does (`PUT` and `DELETE` read-write,
+/// the rest read-only).
+pub fn router(node: Node, security: ServerSecurity) -> Router {
+    let security = Arc::new(security);
     Router::new()
         .route("/kv/{*key}", get(get_key).put(put_key).delete(delete_key))
         .route("/status", get(status))
@@ -68,7 +143,56 @@ pub fn router(node: Node) -> Router {
         .route("/metrics", get(metrics))
         .fallback(|| async { error_response(StatusCode::NOT_FOUND, "no such route", "not_found") })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(move |request, next| {
+            authorize(Arc::clone(&security), request, next)
+        }))
         .with_state(node)
+}
+
+/// Refuses a request whose token does not grant what it does: `401` without a valid token
+/// (with `WWW-Authenticate: Bearer`), `403` with one that grants too little; both with
+/// kind `unauthorized`.
+async fn authorize(
+    security: Arc<ServerSecurity>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if !security.tokens_required() {
+        return next.run(request).await;
+    }
+    let needs = if matches!(*request.method(), Method::PUT | Method::DELETE) {
+        Access::ReadWrite
+    } else {
+        Access::ReadOnly
+    };
+    let token = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "));
+    match token.and_then(|token| security.access_of(token.trim())) {
+        Some(access) if access >= needs => next.run(request).await,
+        Some(access) => error_response(
+            StatusCode::FORBIDDEN,
+            &format!(
+                "this token grants {access}; {} needs {needs}",
+                request.method()
+            ),
+            "unauthorized",
+        ),
+        None => {
+            let message = if token.is_some() {
+                "the token is not valid"
+            } else {
+                "a token is required: Authorization: Bearer TOKEN"
+            };
+            let mut response = error_response(StatusCode::UNAUTHORIZED, message, "unauthorized");
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            response
+        }
+    }
 }
 
 /// The quorum parameters of a request (`?r=2&w=3`).

@@ -17,8 +17,11 @@
 
 mod client;
 mod config;
+mod conn;
+pub mod fuzzing;
 mod http;
 mod routed;
+pub mod security;
 mod server;
 mod service;
 
@@ -26,6 +29,7 @@ pub use client::{Client, FailoverClient, RpcError, TarpcTransport};
 pub use config::{HttpConfig, RpcConfig};
 pub use http::{CONTEXT_HEADER, OPENAPI, router, serve_http};
 pub use routed::TokenAwareClient;
+pub use security::{Access, Connector, SecurityConfig, ServerSecurity, TokenConfig};
 pub use server::serve;
 pub use service::{
     HintView, NodeView, PartitionView, PendingStatus, RingReply, RingStatus, StatusReply,

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use dotkv_replication::{GetReply, GetRequest, PutReply, PutRequest};
 
-use crate::{Client, RpcError};
+use crate::{Client, Connector, RpcError};
 
 /// How long an address that could not be reached is tried last.
 const UNREACHABLE_FOR: Duration = Duration::from_secs(5);
@@ -35,6 +35,7 @@ const UNREACHABLE_FOR: Duration = Duration::from_secs(5);
 pub struct TokenAwareClient {
     seeds: Vec<String>,
     timeout: Duration,
+    connector: Connector,
     /// The ring as last learned; replaced whole on a refresh. A std lock: held to clone
     /// the `Arc`, never across an `.await`.
     view: RwLock<Arc<RingView>>,
@@ -67,12 +68,26 @@ impl TokenAwareClient {
     /// [`RpcError::InvalidArgument`] for an empty list; the last seed's error when none
     /// answers.
     pub async fn connect(seeds: &[String], timeout: Duration) -> Result<Self, RpcError> {
+        Self::connect_with(seeds, timeout, Connector::plaintext()).await
+    }
+
+    /// [`connect`](Self::connect), dialing as `connector` says (TLS, a token).
+    ///
+    /// # Errors
+    ///
+    /// As [`connect`](Self::connect).
+    pub async fn connect_with(
+        seeds: &[String],
+        timeout: Duration,
+        connector: Connector,
+    ) -> Result<Self, RpcError> {
         if seeds.is_empty() {
             return Err(RpcError::InvalidArgument("no node address given".into()));
         }
         let client = Self {
             seeds: seeds.to_vec(),
             timeout,
+            connector,
             view: RwLock::new(Arc::default()),
             connections: Mutex::default(),
             unreachable: Mutex::default(),
@@ -215,7 +230,7 @@ impl TokenAwareClient {
         if let Some(client) = self.cached(addr) {
             return Ok(client);
         }
-        let client = Client::connect(addr, self.timeout).await?;
+        let client = Client::connect_with(addr, self.timeout, &self.connector).await?;
         self.connections
             .lock()
             .expect("connections poisoned")

@@ -1,6 +1,9 @@
 //! Serving the node's service on a TCP listener.
 
 use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use dotkv_membership::{GossipRequest, GossipResponse};
@@ -10,14 +13,19 @@ use dotkv_replication::{
 };
 use futures::StreamExt;
 use tarpc::context::Context;
-use tarpc::server::{BaseChannel, Channel};
+use tarpc::server::{BaseChannel, Channel, Serve};
 use tarpc::tokio_serde::formats::Bincode;
-use tokio::net::{TcpListener, TcpStream};
+use tarpc::{RequestName, ServerError};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
+use crate::RpcConfig;
+use crate::conn::{FrameDeadline, Gate, Limits};
+use crate::security::{Access, Needs, Role, ServerSecurity, log_refused};
 use crate::service::{
-    HintView, NodeService, NodeView, PartitionView, PendingStatus, RingReply, RingStatus,
-    StatusReply,
+    HintView, NodeService, NodeServiceRequest, NodeServiceResponse, NodeView, PartitionView,
+    PendingStatus, RingReply, RingStatus, StatusReply,
 };
 
 /// The handlers: thin adapters into the replication layer.
@@ -241,50 +249,130 @@ pub(crate) fn ring_of(node: &Node) -> RingReply {
     }
 }
 
-/// Length-delimited bincode framing with a frame limit.
-pub(crate) fn framed(
-    stream: TcpStream,
+/// Length-delimited bincode framing with a frame limit: a longer frame is refused from
+/// its length prefix, before its body is allocated.
+pub(crate) fn framed<S: AsyncRead + AsyncWrite>(
+    stream: S,
     max_frame_bytes: usize,
-) -> Framed<TcpStream, LengthDelimitedCodec> {
+) -> Framed<S, LengthDelimitedCodec> {
     let codec = LengthDelimitedCodec::builder()
         .max_frame_length(max_frame_bytes)
         .new_codec();
     Framed::new(stream, codec)
 }
 
-/// Serves `node` on `listener` until `shutdown` completes. Each connection is one
-/// multiplexed tarpc channel; each request runs in its own task.
+/// How a refused call's error detail begins (what clients map to `unauthorized`).
+pub(crate) const UNAUTHORIZED: &str = "unauthorized: ";
+
+/// What each call needs of its connection's role.
+fn needs(request: &NodeServiceRequest) -> Needs {
+    use NodeServiceRequest as R;
+    match request {
+        R::Status {}
+        | R::Ring {}
+        | R::Get { .. }
+        | R::Replicas { .. }
+        | R::Aae {}
+        | R::Ping { .. } => Needs::Client(Access::ReadOnly),
+        R::Put { .. } => Needs::Client(Access::ReadWrite),
+        R::Join { .. } | R::Leave {} | R::Remove { .. } => Needs::Client(Access::Admin),
+        R::Gossip { .. }
+        | R::WriteReplica { .. }
+        | R::ReadReplica { .. }
+        | R::ReadDigest { .. }
+        | R::HandoffPage { .. }
+        | R::Wanted { .. }
+        | R::PushPartition { .. }
+        | R::WriteHint { .. }
+        | R::ReadHints { .. }
+        | R::AaeTree { .. }
+        | R::AaeKeys { .. }
+        | R::AaeSync { .. } => Needs::Peer,
+    }
+}
+
+/// The service behind a connection's role: a call the role does not allow is refused
+/// (`PermissionDenied`, which clients report as `unauthorized`) and logged with the
+/// peer's address, before any handler runs.
+#[derive(Debug, Clone)]
+struct Guarded {
+    inner: NodeServer,
+    role: Role,
+    peer: SocketAddr,
+}
+
+impl Serve for Guarded {
+    type Req = NodeServiceRequest;
+    type Resp = NodeServiceResponse;
+
+    async fn serve(
+        self,
+        context: Context,
+        request: NodeServiceRequest,
+    ) -> Result<NodeServiceResponse, ServerError> {
+        let needs = needs(&request);
+        if !self.role.allows(needs) {
+            let call = request.name().trim_start_matches("NodeService.").to_owned();
+            log_refused(self.peer, &call, &format!("needs {needs}"));
+            return Err(ServerError::new(
+                io::ErrorKind::PermissionDenied,
+                format!("{UNAUTHORIZED}{call} needs {needs}"),
+            ));
+        }
+        Serve::serve(NodeService::serve(self.inner), context, request).await
+    }
+}
+
+/// Serves `node` on `listener` until `shutdown` completes. Each connection is admitted
+/// (limits, TLS, handshake: see `conn`), then is one multiplexed tarpc channel whose
+/// requests each run in their own task.
 pub async fn serve(
     listener: TcpListener,
     node: Node,
-    max_frame_bytes: usize,
+    config: RpcConfig,
+    security: ServerSecurity,
     shutdown: impl Future<Output = ()> + Send,
 ) {
     let server = NodeServer { node };
+    let gate = Gate::new(security, Limits::new(&config));
     tokio::pin!(shutdown);
     loop {
-        let stream = tokio::select! {
+        let (tcp, peer) = tokio::select! {
             _ = &mut shutdown => return,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(error) => {
+                    // Out of file descriptors, most likely: do not spin.
                     tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
                     continue;
                 }
             },
         };
-        // Small RPCs: do not wait to fill a packet.
-        let _ = stream.set_nodelay(true);
-        let transport =
-            tarpc::serde_transport::new(framed(stream, max_frame_bytes), Bincode::default());
-        let channel = BaseChannel::with_defaults(transport);
+        let Some(permit) = gate.admit(peer) else {
+            continue;
+        };
+        let gate = Arc::clone(&gate);
         let server = server.clone();
-        tokio::spawn(
-            channel
-                .execute(server.serve())
+        let max_frame_bytes = config.max_frame_bytes;
+        tokio::spawn(async move {
+            let Some((stream, role)) = gate.handshake(tcp, peer).await else {
+                return;
+            };
+            let stream = FrameDeadline::new(stream, gate.limits.frame_timeout, Some(permit));
+            let transport =
+                tarpc::serde_transport::new(framed(stream, max_frame_bytes), Bincode::default());
+            let service = Guarded {
+                inner: server,
+                role,
+                peer,
+            };
+            BaseChannel::with_defaults(transport)
+                .execute(service)
                 .for_each(|response| async move {
                     tokio::spawn(response);
-                }),
-        );
+                })
+                .await;
+        });
     }
 }

@@ -1,110 +1,20 @@
 //! The tarpc service and transport over real TCP on 127.0.0.1:0: two nodes learn each
 //! other through `TarpcTransport`, and the client reads status and ring.
 
-use std::sync::Arc;
+mod common;
+
 use std::time::Duration;
 
-use dotkv_membership::{MembershipConfig, NodeState, NodeStatus, RingParams};
-use dotkv_replication::PutRequest;
-use dotkv_replication::{
-    Cluster, ClusterOptions, HandoffConfig, Node, NodeSettings, ReplicationConfig, Transport,
-};
-use dotkv_rpc::{Client, TarpcTransport, TokenAwareClient};
-use dotkv_storage::MemoryStorage;
+use common::{insecure, settled};
+use dotkv_replication::{Cluster, Node, PutRequest};
+use dotkv_rpc::{Client, Connector, TokenAwareClient};
 
-/// A node on 127.0.0.1: its membership, its coordinator, its address, and the sender
-/// whose drop stops it.
+/// A node on 127.0.0.1 without TLS.
 async fn node(
     id: &str,
     seeds: Vec<String>,
 ) -> (Cluster, Node, String, tokio::sync::watch::Sender<()>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let entry = NodeState {
-        incarnation: 1,
-        heartbeat: 0,
-        addr: addr.clone(),
-        status: if seeds.is_empty() {
-            NodeStatus::Up
-        } else {
-            NodeStatus::Joining
-        },
-        weight: 1,
-        zone: "z".into(),
-        synced: Default::default(),
-    };
-    let options = ClusterOptions {
-        node_id: id.into(),
-        entry,
-        seeds,
-        config: MembershipConfig {
-            gossip_interval_ms: 50,
-            ..MembershipConfig::default()
-        },
-        params: RingParams {
-            replicas: 2,
-            partitions: 16,
-        },
-    };
-    let transport: Arc<dyn Transport> =
-        Arc::new(TarpcTransport::new(Duration::from_secs(2), 1 << 20));
-    let store: Arc<dyn dotkv_storage::Storage> = Arc::new(MemoryStorage::new());
-    let cluster = Cluster::start(options, Arc::clone(&store), Arc::clone(&transport))
-        .await
-        .unwrap();
-    let config = ReplicationConfig {
-        n: 2,
-        r: 1,
-        w: 2,
-        ..ReplicationConfig::default()
-    };
-    let node = Node::new(
-        cluster.clone(),
-        store,
-        transport,
-        dotkv_versioning::ReplicaId::from_name(id),
-        NodeSettings {
-            replication: config,
-            handoff: HandoffConfig {
-                interval_ms: 50,
-                ..HandoffConfig::default()
-            },
-            ..NodeSettings::default()
-        },
-    );
-    let (stop, stopped) = tokio::sync::watch::channel(());
-    let wait = |mut stopped: tokio::sync::watch::Receiver<()>| async move {
-        let _ = stopped.changed().await;
-    };
-    tokio::spawn(dotkv_rpc::serve(
-        listener,
-        node.clone(),
-        1 << 20,
-        wait(stopped.clone()),
-    ));
-    let gossip = cluster.clone();
-    let until = wait(stopped.clone());
-    tokio::spawn(async move { gossip.run(until).await });
-    let until = wait(stopped);
-    let handoff = node.clone();
-    tokio::spawn(async move { handoff.run_handoff(until).await });
-    (cluster, node, addr, stop)
-}
-
-/// Waits until the node behind `client` sees `n` members up and no transition; returns
-/// its ring version.
-async fn settled(client: &Client, n: usize) -> u64 {
-    for _ in 0..400 {
-        let status = client.status().await.unwrap();
-        let ring = status.ring.as_ref().filter(|r| r.pending.is_none());
-        if let Some(ring) = ring {
-            if status.nodes.iter().filter(|n| n.status == "up").count() == n {
-                return ring.version;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the cluster did not settle with {n} members up");
+    common::node(id, seeds, &insecure()).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -159,9 +69,13 @@ async fn two_nodes_gossip_over_tcp_and_answer_clients() {
     assert!(replicas.replicas.iter().all(|r| r.values.len() == 1));
     // A frame over the node's 1 MiB limit is refused by the node (the connection drops
     // before the body is read), nothing stored; the client refuses one over its own limit.
-    let small = Client::connect_with(&a_addr, Duration::from_secs(2), 1 << 20)
-        .await
-        .unwrap();
+    let small = Client::connect_with(
+        &a_addr,
+        Duration::from_secs(2),
+        &Connector::plaintext().with_max_frame_bytes(1 << 20),
+    )
+    .await
+    .unwrap();
     let err = small
         .put("big", vec![7u8; 2 << 20], None)
         .await
