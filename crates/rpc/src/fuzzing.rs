@@ -69,3 +69,66 @@ pub fn encode_gossip_message(request: &GossipRequest) -> Vec<u8> {
         .expect("a gossip message encodes")
         .to_vec()
 }
+
+/// Valid connection inputs: a handshake (with and without a token) followed by frames of
+/// several requests, as a client sends them (the `rpc_frames` corpus).
+pub fn seed_inputs() -> Vec<Vec<u8>> {
+    use bytes::Bytes;
+    use dotkv_replication::{GetRequest, PutRequest};
+    use tarpc::tokio_serde::Serializer;
+    use tarpc::{Request, context};
+    let requests = [
+        NodeServiceRequest::Get {
+            request: GetRequest::new("greeting"),
+        },
+        NodeServiceRequest::Put {
+            request: PutRequest::new("greeting", "hello"),
+        },
+        NodeServiceRequest::WriteReplica {
+            key: Bytes::from_static(b"k"),
+            object: Bytes::from_static(b"\x01\x00"),
+        },
+        NodeServiceRequest::Status {},
+        NodeServiceRequest::Gossip {
+            request: GossipRequest::Syn {
+                from: "a".into(),
+                digest: Default::default(),
+                topology: None,
+            },
+        },
+    ];
+    let mut frames = Vec::new();
+    for (id, message) in requests.into_iter().enumerate() {
+        let message = ClientMessage::Request(Request {
+            context: context::current(),
+            id: id as u64,
+            message,
+        });
+        let mut format = Bincode::<(), ClientMessage<NodeServiceRequest>>::default();
+        let body = Pin::new(&mut format)
+            .serialize(&message)
+            .expect("a request encodes");
+        let mut frame = u32::try_from(body.len())
+            .expect("small")
+            .to_be_bytes()
+            .to_vec();
+        frame.extend_from_slice(&body);
+        frames.push(frame);
+    }
+    let hello = |token: &[u8]| {
+        let mut hello = crate::conn::HELLO_MAGIC.to_vec();
+        hello.extend_from_slice(&u16::try_from(token.len()).expect("short").to_be_bytes());
+        hello.extend_from_slice(token);
+        hello
+    };
+    let mut seeds = vec![hello(b""), hello(b"reader-0123456789abcdef")];
+    for frame in &frames {
+        let mut input = hello(b"");
+        input.extend_from_slice(frame);
+        seeds.push(input);
+    }
+    let mut all = hello(b"admin-0123456789abcdef");
+    all.extend(frames.concat());
+    seeds.push(all);
+    seeds
+}
