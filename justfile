@@ -26,6 +26,13 @@ test:
 chaos seconds="90" seed="8":
     DOTKV_CHAOS_SECONDS={{seconds}} DOTKV_CHAOS_SEED={{seed}} cargo test -p dotkv --test t50_chaos -- --nocapture
 
+# Fuzz TARGET (rpc_frames, context_token, stored_object, gossip_message, config) for
+# SECONDS with libFuzzer (needs nightly and `cargo install cargo-fuzz`). Runs from the
+# committed seeds (fuzz/corpus/TARGET); what it finds lands in fuzz/target/corpus/TARGET,
+# crash inputs in fuzz/artifacts/TARGET (keep them, fixed, in fuzz/regressions/TARGET).
+fuzz target seconds="180":
+    cd fuzz && mkdir -p target/corpus/{{target}} && cargo +nightly fuzz run {{target}} target/corpus/{{target}} corpus/{{target}} -- -max_total_time={{seconds}} -rss_limit_mb=2048 -print_final_stats=1
+
 # Run the storage conformance suite for one backend: lmdb, sqlite or memory.
 test-storage backend:
     cargo test -p dotkv-storage --lib conformance::tests::{{backend}}
@@ -145,7 +152,7 @@ client *args: build
     @set -a; [ -f .cluster/client.env ] && . .cluster/client.env; set +a; target/debug/dotkv {{args}}
 
 # Point Prometheus at the running `just cluster`: writes .cluster/prometheus.yml (every
-# node's /metrics on 127.0.0.1:8001..) and runs `prometheus` on :9090 when it is installed
+# node's /metrics on 127.0.0.1:8001.., over HTTPS with the cluster's CA when TLS is on) and runs `prometheus` on :9090 when it is installed
 # (else says how); import config/grafana-dashboard.json into Grafana for the panels.
 monitor:
     #!/usr/bin/env bash
@@ -159,6 +166,11 @@ monitor:
     if [ "${#targets[@]}" -eq 0 ]; then echo "no cluster is running; start one with just cluster" >&2; exit 1; fi
     list=$(IFS=,; echo "${targets[*]}")
     printf 'global:\n  scrape_interval: 5s\nscrape_configs:\n  - job_name: dotkv\n    static_configs:\n      - targets: [%s]\n' "$list" > .cluster/prometheus.yml
+    set -a; [ -f .cluster/client.env ] && . .cluster/client.env; set +a
+    if [ -n "${DOTKV_CA:-}" ]; then
+        # A TLS cluster serves /metrics over HTTPS with its CA's certificates.
+        printf '    scheme: https\n    tls_config:\n      ca_file: %s\n' "$PWD/$DOTKV_CA" >> .cluster/prometheus.yml
+    fi
     echo "wrote .cluster/prometheus.yml (targets: $list)"
     echo "Grafana: add the Prometheus data source http://127.0.0.1:9090, import config/grafana-dashboard.json"
     if command -v prometheus >/dev/null; then

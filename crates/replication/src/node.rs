@@ -136,6 +136,11 @@ impl Node {
         &self.0.cluster
     }
 
+    /// The sizes it accepts (`[limits]`).
+    pub fn limits(&self) -> &LimitsConfig {
+        &self.0.limits
+    }
+
     pub(crate) fn store(&self) -> &Arc<dyn Storage> {
         &self.0.store
     }

@@ -45,10 +45,6 @@ pub const CONTEXT_HEADER: &str = "x-dotkv-context";
 /// The OpenAPI description served at `/openapi.json`.
 pub const OPENAPI: &str = include_str!("openapi.json");
 
-/// The largest request body the gateway reads: the largest value any configuration allows
-/// (`limits.max_value_bytes` at most 64 MiB); the node refuses what its own limit does not.
-const MAX_BODY_BYTES: usize = (64 << 20) + 1;
-
 /// Serves the gateway for `node` on `listener` until `shutdown` completes: HTTPS with the
 /// node's certificate when `security` has TLS, the connection limits of `config`, and
 /// `security`'s tokens as `Authorization: Bearer` credentials.
@@ -135,6 +131,7 @@ impl axum::serve::Listener for GatedListener {
 /// the rest read-only).
 pub fn router(node: Node, security: ServerSecurity) -> Router {
     let security = Arc::new(security);
+    let body_limit = node.limits().max_value_bytes + 1;
     Router::new()
         .route("/kv/{*key}", get(get_key).put(put_key).delete(delete_key))
         .route("/status", get(status))
@@ -142,7 +139,9 @@ pub fn router(node: Node, security: ServerSecurity) -> Router {
         .route("/openapi.json", get(openapi))
         .route("/metrics", get(metrics))
         .fallback(|| async { error_response(StatusCode::NOT_FOUND, "no such route", "not_found") })
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        // A body over the node's value limit is refused once that much has arrived,
+        // never buffered whole.
+        .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn(move |request, next| {
             authorize(Arc::clone(&security), request, next)
         }))
