@@ -137,6 +137,38 @@ fn other_invalid_values_name_their_key() {
     refused(&["--node-id", "a/b"], &[], &["node_id"]);
     refused(&["--profile", "nosuch"], &[], &["profile `nosuch`"]);
     refused(&["--config", "/nonexistent/dotkv.toml"], &[], &["--config"]);
+    refused(
+        &[],
+        &[("DOTKV_RPC__MAX_CONNECTIONS_PER_IP", "0")],
+        &["rpc.max_connections_per_ip = 0"],
+    );
+}
+
+#[test]
+fn security_on_without_usable_certificates_is_refused_naming_the_key() {
+    // The default profile turns TLS on: without certificates the node does not start.
+    refused(
+        &[],
+        &[("DOTKV_SECURITY__TLS", "true")],
+        &["security.ca", "dotkv cert"],
+    );
+    let tls = [
+        ("DOTKV_SECURITY__TLS", "true"),
+        ("DOTKV_SECURITY__CA", "/nonexistent/ca.pem"),
+        ("DOTKV_SECURITY__CERT", "/nonexistent/n1.pem"),
+        ("DOTKV_SECURITY__KEY", "/nonexistent/n1.key"),
+    ];
+    refused(&[], &tls, &["security.ca = /nonexistent/ca.pem"]);
+    // Tokens without TLS would cross the network in clear, and peers could not be told
+    // from clients.
+    refused(
+        &[],
+        &[(
+            "DOTKV_SECURITY__TOKENS",
+            r#"[{token="0123456789abcdef",access="admin"}]"#,
+        )],
+        &["security.tokens needs security.tls"],
+    );
 }
 
 #[tokio::test]
