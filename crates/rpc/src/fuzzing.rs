@@ -11,6 +11,7 @@ use tarpc::tokio_serde::formats::Bincode;
 use tokio_util::codec::{Decoder, LengthDelimitedCodec};
 
 use crate::conn::{HELLO_HEADER_BYTES, hello_token, hello_token_len};
+use crate::server::RequestCodec;
 use crate::service::NodeServiceRequest;
 
 /// What [`server_input`] made of its bytes.
@@ -44,8 +45,9 @@ pub fn server_input(data: &[u8], max_frame_bytes: usize) -> Decoded {
     let mut buffer = BytesMut::from(rest);
     while let Ok(Some(frame)) = codec.decode(&mut buffer) {
         decoded.frames += 1;
-        let mut format = Bincode::<ClientMessage<NodeServiceRequest>, ()>::default();
-        if Pin::new(&mut format).deserialize(&frame).is_ok() {
+        // The server's own codec: what a connection's frames go through.
+        let mut codec = RequestCodec::default();
+        if Pin::new(&mut codec).deserialize(&frame).is_ok() {
             decoded.requests += 1;
         }
     }

@@ -3,9 +3,11 @@
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use bytes::BytesMut;
 use dotkv_membership::{GossipRequest, GossipResponse};
 use dotkv_replication::{
     AaeView, Error, GetReply, GetRequest, HandoffPage, Node, PageMode, PutReply, PutRequest,
@@ -15,7 +17,8 @@ use futures::StreamExt;
 use tarpc::context::Context;
 use tarpc::server::{BaseChannel, Channel, Serve};
 use tarpc::tokio_serde::formats::Bincode;
-use tarpc::{RequestName, ServerError};
+use tarpc::tokio_serde::{Deserializer, Serializer};
+use tarpc::{ClientMessage, RequestName, ServerError};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
@@ -261,6 +264,73 @@ pub(crate) fn framed<S: AsyncRead + AsyncWrite>(
     Framed::new(stream, codec)
 }
 
+/// The server side's serde codec: bincode, after refusing a request whose deadline an
+/// `Instant` cannot hold (tarpc adds it to now and panics on the overflow: found by the
+/// `rpc_frames` fuzz target, kept in `fuzz/regressions/rpc_frames/`).
+#[derive(Debug, Default)]
+pub(crate) struct RequestCodec(
+    Bincode<ClientMessage<NodeServiceRequest>, tarpc::Response<NodeServiceResponse>>,
+);
+
+/// The longest request deadline accepted, in seconds (a century: no `Instant` overflows).
+const MAX_DEADLINE_SECS: u64 = 100 * 365 * 24 * 3600;
+
+impl Deserializer<ClientMessage<NodeServiceRequest>> for RequestCodec {
+    type Error = io::Error;
+
+    fn deserialize(
+        self: Pin<&mut Self>,
+        frame: &BytesMut,
+    ) -> Result<ClientMessage<NodeServiceRequest>, io::Error> {
+        if deadline_secs(frame).is_some_and(|secs| secs > MAX_DEADLINE_SECS) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "a request deadline beyond a century",
+            ));
+        }
+        Pin::new(&mut self.get_mut().0).deserialize(frame)
+    }
+}
+
+impl Serializer<tarpc::Response<NodeServiceResponse>> for RequestCodec {
+    type Error = io::Error;
+
+    fn serialize(
+        self: Pin<&mut Self>,
+        item: &tarpc::Response<NodeServiceResponse>,
+    ) -> Result<Bytes, io::Error> {
+        Pin::new(&mut self.get_mut().0).serialize(item)
+    }
+}
+
+/// The deadline's seconds of a request frame: bincode's varints (tarpc's default
+/// options), `ClientMessage::Request` being variant 0 and its context's deadline (a
+/// `Duration`, seconds first) its first field. `None` for anything else, which bincode
+/// itself then judges.
+fn deadline_secs(frame: &[u8]) -> Option<u64> {
+    let (variant, rest) = varint(frame)?;
+    if variant != 0 {
+        return None;
+    }
+    varint(rest).map(|(secs, _)| secs)
+}
+
+/// A bincode varint: below 251 one byte; 251, 252, 253 then a u16, u32, u64 little-endian.
+fn varint(bytes: &[u8]) -> Option<(u64, &[u8])> {
+    let (&first, rest) = bytes.split_first()?;
+    let width = match first {
+        0..=250 => return Some((u64::from(first), rest)),
+        251 => 2,
+        252 => 4,
+        253 => 8,
+        _ => return None,
+    };
+    let (value, rest) = (rest.get(..width)?, &rest[width..]);
+    let mut le = [0u8; 8];
+    le[..width].copy_from_slice(value);
+    Some((u64::from_le_bytes(le), rest))
+}
+
 /// How a refused call's error detail begins (what clients map to `unauthorized`).
 pub(crate) const UNAUTHORIZED: &str = "unauthorized: ";
 
@@ -360,8 +430,10 @@ pub async fn serve(
                 return;
             };
             let stream = FrameDeadline::new(stream, gate.limits.frame_timeout, Some(permit));
-            let transport =
-                tarpc::serde_transport::new(framed(stream, max_frame_bytes), Bincode::default());
+            let transport = tarpc::serde_transport::new(
+                framed(stream, max_frame_bytes),
+                RequestCodec::default(),
+            );
             let service = Guarded {
                 inner: server,
                 role,
