@@ -183,9 +183,10 @@ impl ServerConfig {
         self.handoff.validate()?;
         self.aae.validate()?;
         self.rpc.validate()?;
-        self.security.validate()?;
         self.server.validate()?;
         self.limits.validate()?;
+        // Last: a config without certificates reports its other mistakes first.
+        self.security.validate()?;
         Ok(())
     }
 }
@@ -367,6 +368,7 @@ mod tests {
     const PROFILES: &str = r#"
         [default]
         storage.backend = "lmdb"
+        security.tls = false
         [sqlite]
         storage.backend = "sqlite"
         weight = 3
@@ -425,7 +427,7 @@ mod tests {
 
     #[test]
     fn an_unreachable_listen_address_needs_an_advertised_one() {
-        let file = write_config("[default]\nlisten = \"0.0.0.0:7001\"\n");
+        let file = write_config("[default]\nlisten = \"0.0.0.0:7001\"\nsecurity.tls = false\n");
         let err = load(Some(file.path()), "default", &Overrides::default()).unwrap_err();
         assert!(err.to_string().contains("advertise"), "{err}");
         let flags = Overrides {
