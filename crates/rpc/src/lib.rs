@@ -1,9 +1,15 @@
-//! dotkv's wire: one tarpc service over TCP, the [`Transport`] implementation that the
-//! replication layer calls peers through, and the Rust client.
+//! dotkv's wire: one tarpc service over TCP, the
+//! [`Transport`](dotkv_replication::Transport) implementation that the replication layer
+//! calls peers through, and the Rust clients.
 //!
-//! Frames are length-delimited bincode; a frame longer than `max_frame_bytes` is refused
-//! by the codec before its body is allocated (`rpc.max_frame_bytes`). Each peer gets one long-lived, multiplexed
-//! connection, replaced after a failure; every call carries a deadline.
+//! A connection is TCP, then TLS (mutual between nodes, against the cluster CA: see
+//! [`security`]), then a handshake that carries a client's token, then length-delimited
+//! bincode frames; a frame longer than `max_frame_bytes` is refused by the codec before
+//! its body is allocated (`rpc.max_frame_bytes`). Each call is checked against the role
+//! the handshake settled (peer, or a client's access); connections are bounded per
+//! address and a frame must arrive whole within `rpc.frame_timeout_ms`. Each peer gets
+//! one long-lived, multiplexed connection, replaced after a failure; every call carries a
+//! deadline.
 //! [`TokenAwareClient`] learns the ring and sends each key's request to one of its owners.
 //! The HTTP/JSON gateway ([`serve_http`], `http.listen`) serves the client calls to curl.
 //!
