@@ -5,8 +5,9 @@
 //! `rpc.max_connections` connections, `rpc.max_connections_per_ip` from one address (more
 //! are closed at once), `rpc.handshake_timeout_ms` for TLS and the handshake, and
 //! `rpc.frame_timeout_ms` for a frame to arrive whole once its first byte has (a
-//! slowloris sender is cut off). Frames longer than `rpc.max_frame_bytes` are refused by
-//! the codec from their length prefix, before their body is allocated.
+//! slowloris sender is cut off), and for an HTTP connection to show activity. Frames
+//! longer than `rpc.max_frame_bytes` are refused by the codec from their length prefix,
+//! before their body is allocated.
 
 use std::collections::HashMap;
 use std::io;
@@ -533,11 +534,33 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for FrameDeadline<S> {
     }
 }
 
-/// The HTTP gateway's connection: the stream and its permit.
+/// The HTTP gateway's connection: the stream, its permit, and an idle deadline. A
+/// connection on which nothing is read or written for `idle` fails with `TimedOut` when
+/// next read (nginx's `client_header_timeout` and keep-alive timeout in one): a client
+/// trickling a request's headers, or holding an idle keep-alive, gives its place back.
 #[derive(Debug)]
 pub(crate) struct Admitted {
-    pub(crate) stream: Stream,
-    pub(crate) _permit: Permit,
+    stream: Stream,
+    idle: Duration,
+    deadline: Pin<Box<Sleep>>,
+    _permit: Permit,
+}
+
+impl Admitted {
+    pub(crate) fn new(stream: Stream, idle: Duration, permit: Permit) -> Self {
+        Self {
+            stream,
+            idle,
+            deadline: Box::pin(tokio::time::sleep(idle)),
+            _permit: permit,
+        }
+    }
+
+    fn active(&mut self) {
+        self.deadline
+            .as_mut()
+            .reset(tokio::time::Instant::now() + self.idle);
+    }
 }
 
 impl AsyncRead for Admitted {
@@ -546,7 +569,20 @@ impl AsyncRead for Admitted {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
+        let this = self.get_mut();
+        match Pin::new(&mut this.stream).poll_read(cx, buf) {
+            Poll::Ready(result) => {
+                this.active();
+                Poll::Ready(result)
+            }
+            Poll::Pending => {
+                ready!(this.deadline.as_mut().poll(cx));
+                Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "an HTTP connection idle for rpc.frame_timeout_ms",
+                )))
+            }
+        }
     }
 }
 
@@ -556,7 +592,10 @@ impl AsyncWrite for Admitted {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+        let this = self.get_mut();
+        let written = ready!(Pin::new(&mut this.stream).poll_write(cx, buf));
+        this.active();
+        Poll::Ready(written)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -93,10 +93,7 @@ async fn admit(
         tokio::spawn(async move {
             let _ = tcp.set_nodelay(true);
             if let Some(stream) = gate.tls_only(tcp, peer).await {
-                let connection = Admitted {
-                    stream,
-                    _permit: permit,
-                };
+                let connection = Admitted::new(stream, gate.limits.frame_timeout, permit);
                 let _ = admitted.send((connection, peer)).await;
             }
         });

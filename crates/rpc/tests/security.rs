@@ -396,3 +396,51 @@ async fn a_connection_flood_and_a_slowloris_do_not_starve_a_normal_client() {
     // Still serving.
     assert!(normal.get("k").await.is_ok());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_client_that_trickles_its_request_is_disconnected() {
+    let rpc = RpcConfig {
+        frame_timeout_ms: 1000,
+        ..RpcConfig::default()
+    };
+    let (_a, node, _addr, _stop) = node_with("a", vec![], &insecure(), rpc.clone()).await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let http = listener.local_addr().unwrap();
+    tokio::spawn(dotkv_rpc::serve_http(
+        listener,
+        node,
+        rpc,
+        dotkv_rpc::ServerSecurity::insecure(),
+        std::future::pending(),
+    ));
+    // A request head that never ends: the gateway lets go of it after 1 s of silence.
+    let mut slow = TcpStream::connect(http).await.unwrap();
+    slow.write_all(b"GET /status HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    let ended = tokio::time::timeout(Duration::from_secs(10), slow.read_to_end(&mut rest)).await;
+    assert!(
+        ended.is_ok(),
+        "the trickling connection is still open after 10 s"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    // A whole request is answered.
+    let mut normal = TcpStream::connect(http).await.unwrap();
+    normal
+        .write_all(b"GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = Vec::new();
+    normal.read_to_end(&mut response).await.unwrap();
+    assert!(
+        response.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&response)
+    );
+}
