@@ -236,7 +236,11 @@ fn print_out(text: &str) {
 type CliResult = Result<(), (String, &'static str)>;
 
 fn rpc_error(error: RpcError) -> (String, &'static str) {
-    (error.to_string(), error.kind())
+    match error.kind() {
+        // The node says what is missing; the CLI says how to give it.
+        "unauthorized" => (format!("{error} (--token, DOTKV_TOKEN)"), error.kind()),
+        kind => (error.to_string(), kind),
+    }
 }
 
 /// Values as the contract prints them: UTF-8 text when they are, base64 otherwise.

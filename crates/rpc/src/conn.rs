@@ -10,6 +10,7 @@
 //! before their body is allocated.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
@@ -137,7 +138,7 @@ pub(crate) fn hello_token(bytes: &[u8]) -> Result<Option<&str>, String> {
 }
 
 /// The client's handshake message.
-fn encode_hello(token: Option<&str>) -> Vec<u8> {
+pub(crate) fn encode_hello(token: Option<&str>) -> Vec<u8> {
     let token = token.unwrap_or_default().as_bytes();
     let len = u16::try_from(token.len()).expect("tokens are at most MAX_TOKEN_BYTES");
     let mut hello = Vec::with_capacity(HELLO_HEADER_BYTES + token.len());
@@ -314,24 +315,8 @@ impl Gate {
 
     /// TLS (when configured) within the handshake timeout: the HTTP gateway's admission.
     pub(crate) async fn tls_only(&self, tcp: TcpStream, peer: SocketAddr) -> Option<Stream> {
-        let Some(acceptor) = self.security.acceptor() else {
-            return Some(Stream::Plain(tcp));
-        };
-        match tokio::time::timeout(self.limits.handshake_timeout, acceptor.accept(tcp)).await {
-            Ok(Ok(tls)) => Some(Stream::Tls(Box::new(tls.into()))),
-            Ok(Err(error)) => {
-                log_refused(peer, "TLS handshake", &error.to_string());
-                None
-            }
-            Err(_) => {
-                log_refused(
-                    peer,
-                    "TLS handshake",
-                    "not completed in rpc.handshake_timeout_ms",
-                );
-                None
-            }
-        }
+        let accepted = self.within_timeout(peer, self.accept_tls(tcp)).await;
+        accepted.map(|(stream, _)| stream)
     }
 
     /// TLS and the handshake within the handshake timeout: the stream and its role, or
@@ -342,10 +327,18 @@ impl Gate {
         peer: SocketAddr,
     ) -> Option<(Stream, Role)> {
         let _ = tcp.set_nodelay(true);
-        let result =
-            tokio::time::timeout(self.limits.handshake_timeout, self.handshake_within(tcp)).await;
-        match result {
-            Ok(Ok(accepted)) => Some(accepted),
+        self.within_timeout(peer, self.handshake_within(tcp)).await
+    }
+
+    /// Runs an admission within the handshake timeout; a refusal or the timeout is logged
+    /// with `peer`'s address.
+    async fn within_timeout<T>(
+        &self,
+        peer: SocketAddr,
+        admission: impl Future<Output = Result<T, String>>,
+    ) -> Option<T> {
+        match tokio::time::timeout(self.limits.handshake_timeout, admission).await {
+            Ok(Ok(admitted)) => Some(admitted),
             Ok(Err(reason)) => {
                 log_refused(peer, "connection", &reason);
                 None
@@ -361,26 +354,29 @@ impl Gate {
         }
     }
 
-    async fn handshake_within(&self, tcp: TcpStream) -> Result<(Stream, Role), String> {
-        let (mut stream, certified) = match self.security.acceptor() {
-            None => (Stream::Plain(tcp), false),
-            Some(acceptor) => {
-                let tls = acceptor.accept(tcp).await.map_err(|e| {
-                    if e.to_string().contains("InvalidContentType") {
-                        "not TLS (a node with security.tls off, or a client without --ca)".into()
-                    } else {
-                        format!("TLS handshake: {e}")
-                    }
-                })?;
-                // The verifier checked any certificate presented against the CA.
-                let certified = tls
-                    .get_ref()
-                    .1
-                    .peer_certificates()
-                    .is_some_and(|certs| !certs.is_empty());
-                (Stream::Tls(Box::new(tls.into())), certified)
-            }
+    /// TLS when configured: the stream, and whether the peer presented a certificate
+    /// (which the verifier checked against the CA).
+    async fn accept_tls(&self, tcp: TcpStream) -> Result<(Stream, bool), String> {
+        let Some(acceptor) = self.security.acceptor() else {
+            return Ok((Stream::Plain(tcp), false));
         };
+        let tls = acceptor.accept(tcp).await.map_err(|e| {
+            if e.to_string().contains("InvalidContentType") {
+                "not TLS (a node with security.tls off, or a client without --ca)".to_owned()
+            } else {
+                format!("TLS handshake: {e}")
+            }
+        })?;
+        let certified = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .is_some_and(|certs| !certs.is_empty());
+        Ok((Stream::Tls(Box::new(tls.into())), certified))
+    }
+
+    async fn handshake_within(&self, tcp: TcpStream) -> Result<(Stream, Role), String> {
+        let (mut stream, certified) = self.accept_tls(tcp).await?;
         let mut header = [0u8; HELLO_HEADER_BYTES];
         stream
             .read_exact(&mut header)

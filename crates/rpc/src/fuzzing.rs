@@ -8,7 +8,7 @@ use dotkv_membership::GossipRequest;
 use tarpc::ClientMessage;
 use tarpc::tokio_serde::Deserializer;
 use tarpc::tokio_serde::formats::Bincode;
-use tokio_util::codec::{Decoder, LengthDelimitedCodec};
+use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec};
 
 use crate::conn::{HELLO_HEADER_BYTES, hello_token, hello_token_len};
 use crate::server::RequestCodec;
@@ -110,26 +110,21 @@ pub fn seed_inputs() -> Vec<Vec<u8>> {
         let body = Pin::new(&mut format)
             .serialize(&message)
             .expect("a request encodes");
-        let mut frame = u32::try_from(body.len())
-            .expect("small")
-            .to_be_bytes()
-            .to_vec();
-        frame.extend_from_slice(&body);
-        frames.push(frame);
+        // The framing the server's codec cuts.
+        let mut frame = BytesMut::new();
+        LengthDelimitedCodec::new()
+            .encode(body, &mut frame)
+            .expect("a small frame");
+        frames.push(frame.to_vec());
     }
-    let hello = |token: &[u8]| {
-        let mut hello = crate::conn::HELLO_MAGIC.to_vec();
-        hello.extend_from_slice(&u16::try_from(token.len()).expect("short").to_be_bytes());
-        hello.extend_from_slice(token);
-        hello
-    };
-    let mut seeds = vec![hello(b""), hello(b"reader-0123456789abcdef")];
+    let hello = |token| crate::conn::encode_hello(token);
+    let mut seeds = vec![hello(None), hello(Some("reader-0123456789abcdef"))];
     for frame in &frames {
-        let mut input = hello(b"");
+        let mut input = hello(None);
         input.extend_from_slice(frame);
         seeds.push(input);
     }
-    let mut all = hello(b"admin-0123456789abcdef");
+    let mut all = hello(Some("admin-0123456789abcdef"));
     all.extend(frames.concat());
     seeds.push(all);
     seeds

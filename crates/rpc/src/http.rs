@@ -37,6 +37,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::conn::{Admitted, Gate, Limits};
+use crate::security::Needs;
 use crate::{Access, RpcConfig, ServerSecurity};
 
 /// The causal context header.
@@ -153,9 +154,6 @@ async fn authorize(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    if !security.tokens_required() {
-        return next.run(request).await;
-    }
     let needs = if matches!(*request.method(), Method::PUT | Method::DELETE) {
         Access::ReadWrite
     } else {
@@ -165,24 +163,22 @@ async fn authorize(
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "));
-    match token.and_then(|token| security.access_of(token.trim())) {
-        Some(access) if access >= needs => next.run(request).await,
-        Some(access) => error_response(
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .map(str::trim);
+    // The RPC handshake's decision, over HTTP: no certificate, the bearer token.
+    match security.role(false, token) {
+        Ok(role) if role.allows(Needs::Client(needs)) => next.run(request).await,
+        Ok(role) => error_response(
             StatusCode::FORBIDDEN,
             &format!(
-                "this token grants {access}; {} needs {needs}",
+                "this token grants {role}; {} needs {needs}",
                 request.method()
             ),
             "unauthorized",
         ),
-        None => {
-            let message = if token.is_some() {
-                "the token is not valid"
-            } else {
-                "a token is required: Authorization: Bearer TOKEN"
-            };
-            let mut response = error_response(StatusCode::UNAUTHORIZED, message, "unauthorized");
+        Err(reason) => {
+            let message = format!("{reason}: Authorization: Bearer TOKEN");
+            let mut response = error_response(StatusCode::UNAUTHORIZED, &message, "unauthorized");
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

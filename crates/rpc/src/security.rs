@@ -12,7 +12,6 @@
 //! - With `security.tls = false` (the `test` profile) nothing is encrypted or
 //!   authenticated: the network itself must be trusted, and every connection is a peer.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -112,6 +111,15 @@ pub enum Role {
     Client(Access),
 }
 
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Peer => f.write_str("a cluster member's access"),
+            Self::Client(access) => write!(f, "{access}"),
+        }
+    }
+}
+
 /// What a call needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Needs {
@@ -193,7 +201,8 @@ impl SecurityConfig {
 #[derive(Clone)]
 pub struct ServerSecurity {
     tls: Option<tokio_rustls::TlsAcceptor>,
-    tokens: Arc<HashMap<String, Access>>,
+    /// Every token is compared (in constant time): a list, not a map.
+    tokens: Arc<[(String, Access)]>,
 }
 
 impl std::fmt::Debug for ServerSecurity {
@@ -210,7 +219,7 @@ impl ServerSecurity {
     pub fn insecure() -> Self {
         Self {
             tls: None,
-            tokens: Arc::default(),
+            tokens: Arc::new([]),
         }
     }
 
@@ -221,13 +230,11 @@ impl ServerSecurity {
     /// A file that cannot be read or parsed, named with its key.
     pub fn new(config: &SecurityConfig) -> Result<Self, String> {
         config.validate()?;
-        let tokens = Arc::new(
-            config
-                .tokens
-                .iter()
-                .map(|t| (t.token.clone(), t.access))
-                .collect(),
-        );
+        let tokens = config
+            .tokens
+            .iter()
+            .map(|t| (t.token.clone(), t.access))
+            .collect();
         if !config.tls {
             return Ok(Self { tls: None, tokens });
         }
@@ -276,7 +283,7 @@ impl ServerSecurity {
             return Ok(Role::Client(Access::Admin));
         }
         match token {
-            None => Err("a token is required (dotkv --token, DOTKV_TOKEN)".into()),
+            None => Err("a token is required".into()),
             Some(token) => self
                 .access_of(token)
                 .map(Role::Client)
@@ -285,7 +292,7 @@ impl ServerSecurity {
     }
 
     /// What `token` grants, comparing against every configured token in constant time.
-    pub fn access_of(&self, token: &str) -> Option<Access> {
+    fn access_of(&self, token: &str) -> Option<Access> {
         let mut found = None;
         for (known, access) in self.tokens.iter() {
             if constant_time_eq(known.as_bytes(), token.as_bytes()) {
@@ -347,11 +354,7 @@ impl Connector {
     /// The file cannot be read or holds no certificate.
     pub fn tls_client(ca: &Path) -> Result<Self, String> {
         let roots = read_roots(ca, "--ca")?;
-        let config = rustls::ClientConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| format!("TLS: {e}"))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let config = client_config(roots)?.with_no_client_auth();
         Ok(Self {
             tls: Some(tokio_rustls::TlsConnector::from(Arc::new(config))),
             ..Self::plaintext()
@@ -370,10 +373,7 @@ impl Connector {
             return Ok(connector);
         }
         let files = TlsFiles::read(config)?;
-        let client = rustls::ClientConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| format!("TLS: {e}"))?
-            .with_root_certificates(files.roots)
+        let client = client_config(files.roots)?
             .with_client_auth_cert(files.chain, files.key)
             .map_err(|e| format!("security.cert / security.key: {e}"))?;
         connector.tls = Some(tokio_rustls::TlsConnector::from(Arc::new(client)));
@@ -408,6 +408,16 @@ impl Connector {
 /// rustls with the `ring` provider (no process-wide default needed).
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A dialing side's TLS trusting `roots`, before its choice of client certificate.
+fn client_config(
+    roots: rustls::RootCertStore,
+) -> Result<rustls::ConfigBuilder<rustls::ClientConfig, rustls::client::WantsClientCert>, String> {
+    Ok(rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS: {e}"))?
+        .with_root_certificates(roots))
 }
 
 /// The CA, the chain and the key a node's TLS is made of.
